@@ -1,0 +1,94 @@
+"""Orbax checkpoints in the workdir: the last K (async) under checkpoints/, the best by validation
+loss under best/. Each holds params, optimizer state, the training state (step, rng, data iterator,
+early-stopping counters) and the config as JSON; restoring takes the *target* shardings, so a
+checkpoint restores onto any mesh or device count. A checkpoint that fails to restore is reported
+with its path and the next older one is tried; nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+def _manager(directory: Path, keep: int, async_save: bool) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                           create=True)
+    return ocp.CheckpointManager(directory.absolute(), options=options)
+
+
+class Checkpointer:
+    def __init__(self, workdir: str | Path, keep: int = 3, async_save: bool = True):
+        self.workdir = Path(workdir)
+        self.latest = _manager(self.workdir / "checkpoints", keep, async_save)
+        self.best = _manager(self.workdir / "best", 1, async_save)
+
+    def save(self, step: int, params: Any, opt_state: Any, meta: dict, best: bool = False) -> None:
+        args = ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                  opt_state=ocp.args.StandardSave(opt_state),
+                                  meta=ocp.args.JsonSave(meta))
+        (self.best if best else self.latest).save(step, args=args, force=True)
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def restore(directory: str | Path, abstract_params: Any, abstract_opt_state: Any | None = None,
+            ) -> tuple[int, Any, Any, dict] | None:
+    """Newest readable checkpoint under `directory` (a checkpoints/ or best/ folder) as
+    (step, params, opt_state, meta), or None when there is none. Abstract trees carry the target
+    shardings; abstract_opt_state=None restores params and meta only (inference)."""
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        return None
+    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        for step in sorted(mngr.all_steps(), reverse=True):
+            items = dict(params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore())
+            if abstract_opt_state is not None:
+                items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+            try:
+                out = mngr.restore(step, args=ocp.args.Composite(**items))
+            except Exception as e:  # corrupt, truncated or mismatched: say which, try the older one
+                log.error("checkpoint %s is unreadable (%s: %s); trying an older one",
+                          directory / str(step), type(e).__name__, str(e)[:300])
+                continue
+            return step, out["params"], out.get("opt_state"), dict(out["meta"])
+        if mngr.all_steps():
+            raise RuntimeError(f"no readable checkpoint under {directory} (steps {sorted(mngr.all_steps())}); "
+                               "the files are left in place")
+        return None
+    finally:
+        mngr.close()
+
+
+def read_meta(directory: str | Path) -> dict | None:
+    """The JSON metadata (config, data state) of the newest checkpoint, without touching arrays."""
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        return None
+    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        for step in sorted(mngr.all_steps(), reverse=True):
+            try:
+                return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+            except Exception as e:
+                log.error("checkpoint metadata %s is unreadable (%s); trying an older one", directory / str(step), e)
+        return None
+    finally:
+        mngr.close()
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

@@ -1,0 +1,109 @@
+"""Metrics: FLOPs per token and MFU, TensorBoard + metrics.jsonl writer, and the rich progress bar.
+
+MFU = achieved model FLOP/s / peak FLOP/s. Model FLOPs per token count the training matmuls only
+(6 x matmul parameters, which includes the output head but not the embedding lookup, plus
+12 x layers x seq_len x width for attention scores and values, PaLM's formula; causal masking
+is not subtracted). The peak comes from a table for known accelerators; on a CPU it is *measured*
+once (a large matmul in the compute dtype with f32 accumulation) and cached, so CPU MFU says how
+close the step runs to what this machine's XLA dot kernel can do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense peak FLOP/s per chip: (bf16, f32). f32 on GPUs is the TF32 tensor-core rate.
+PEAK_FLOPS = {
+    "TPU v4": (275e12, 275e12 / 2), "TPU v5 lite": (197e12, 197e12 / 2), "TPU v5e": (197e12, 197e12 / 2),
+    "TPU v5p": (459e12, 459e12 / 2), "TPU v6 lite": (918e12, 918e12 / 2), "TPU v6e": (918e12, 918e12 / 2),
+    "NVIDIA A100": (312e12, 156e12), "NVIDIA H100": (989e12, 494e12), "NVIDIA H200": (989e12, 494e12),
+    "NVIDIA B200": (2250e12, 1100e12),
+}
+
+
+def flops_per_token(num_layers: int, width: int, seq_len: int, matmul_params: int) -> float:
+    """Training FLOPs (forward + backward) per token."""
+    return 6.0 * matmul_params + 12.0 * num_layers * seq_len * width
+
+
+def measure_matmul_peak(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n matmul on the default device, inputs in dtype, f32 accumulation."""
+    key = jax.random.PRNGKey(0)
+    a = jax.random.normal(key, (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), jnp.float32).astype(dtype)
+    f = jax.jit(lambda a, b: jax.lax.dot(a, b, preferred_element_type=jnp.float32))
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best
+
+
+def peak_flops_per_device(dtype_name: str, cache_dir: str | None = "~/.cache/bigmodel_jax") -> float:
+    kind = jax.devices()[0].device_kind
+    for name, (bf16, f32) in PEAK_FLOPS.items():
+        if kind.startswith(name):
+            return bf16 if dtype_name == "bfloat16" else f32
+    cache = Path(os.path.expanduser(cache_dir)) / "peak_flops.json" if cache_dir else None
+    key = f"{jax.devices()[0].platform}:{kind}:{os.cpu_count()}:{dtype_name}"
+    table = {}
+    if cache and cache.exists():
+        try:
+            table = json.loads(cache.read_text())
+        except ValueError:
+            table = {}
+    if key not in table:
+        table[key] = measure_matmul_peak(jnp.bfloat16 if dtype_name == "bfloat16" else jnp.float32)
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(table, indent=1))
+    return table[key]
+
+
+class MetricsWriter:
+    """TensorBoard events + metrics.jsonl in the workdir; a no-op on processes other than 0."""
+
+    def __init__(self, workdir: str | Path, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(str(Path(workdir) / "tb"))
+        self.jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: float(v) for k, v in values.items()}
+        self.jsonl.write(json.dumps({"step": int(step), "split": split, **clean, "time": time.time()}) + "\n")
+        for k, v in clean.items():
+            if np.isfinite(v):
+                self.tb.add_scalar(f"{split}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.tb.close()
+            self.jsonl.close()
+
+
+def make_progress(enabled: bool):
+    """A rich progress bar with live loss / tokens/s / MFU fields (None when disabled)."""
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  "
+                               "{task.fields[tps]} tok/s  MFU {task.fields[mfu]}"),
+                    TimeRemainingColumn(), refresh_per_second=2)

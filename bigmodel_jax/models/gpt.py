@@ -1,0 +1,85 @@
+"""GPT-style decoder-only language model (nanoGPT / GPT-2 shape, with Llama-style options)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from bigmodel_jax.models.layers import Block, Embed, KVCache, Norm, init_kv_cache, matmul, param
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class GPT(nnx.Module):
+    def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        """cfg is the `model` section of a config (see configs/gpt_char.py for every field)."""
+        self.cfg = cfg = ml_collections.FrozenConfigDict(cfg)  # static and hashable for jit
+        self.dtype = DTYPES[cfg.dtype]
+        d = cfg.width
+        # GPT-2 scales the init of the projections into the residual stream by 1/sqrt(2 * layers).
+        out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
+        self.token_embed = Embed(cfg.vocab_size, d, ("vocab", "embed"), rngs=rngs)
+        self.pos_embed = (param(rngs.params(), (cfg.max_len, d), (None, "embed"), 0.01)
+                          if cfg.positions == "learned" else None)
+        self.blocks = nnx.List([
+            Block(d, cfg.num_heads, cfg.num_kv_heads or cfg.num_heads, cfg.mlp_dim, rngs=rngs, causal=True,
+                  norm=cfg.norm, activation=cfg.activation, use_rope=cfg.positions == "rope",
+                  rope_theta=cfg.rope_theta, use_bias=cfg.use_bias, dropout=cfg.dropout, out_std=out_std,
+                  dtype=self.dtype)
+            for _ in range(cfg.num_layers)])
+        self.final_norm = Norm(d, cfg.norm, use_bias=cfg.use_bias)
+        self.lm_head = None if cfg.tie_embeddings else param(rngs.params(), (d, cfg.vocab_size), ("embed", "vocab"))
+        self.embed_dropout = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, tokens_bt: jax.Array, *, cache: list[KVCache] | None = None,
+                 cache_index: jax.Array | None = None, rngs: nnx.Rngs | None = None
+                 ) -> tuple[jax.Array, list[KVCache] | None]:
+        """Returns f32 logits [B, T, V] (and the updated cache when one is given).
+
+        rngs=None means deterministic (no dropout). With a cache, tokens sit at positions
+        cache_index..cache_index+T-1.
+        """
+        b, t = tokens_bt.shape
+        start = 0 if cache_index is None else cache_index
+        positions_bt = jnp.broadcast_to(start + jnp.arange(t), (b, t))
+        x = self.token_embed(tokens_bt)
+        if self.pos_embed is not None:
+            x = x + jnp.take(self.pos_embed[...], positions_bt, axis=0)
+        x = self.embed_dropout(x, deterministic=rngs is None, rngs=rngs).astype(self.dtype)
+        new_cache = [] if cache is not None else None
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, positions_bt, cache=None if cache is None else cache[i],
+                                   cache_index=cache_index, rngs=rngs)
+            if cache is not None:
+                new_cache.append(layer_cache)
+        x = self.final_norm(x)
+        if self.lm_head is None:
+            logits = self.token_embed.attend(x, self.dtype)
+        else:
+            logits = matmul(x, self.lm_head[...], self.dtype)
+        return logits, new_cache
+
+    def init_cache(self, batch: int, max_len: int | None = None, dtype: Any = None) -> list[KVCache]:
+        cfg = self.cfg
+        return init_kv_cache(batch, cfg.num_layers, cfg.num_kv_heads or cfg.num_heads,
+                             max_len or cfg.max_len, cfg.width // cfg.num_heads, dtype or self.dtype)
+
+
+def count_params(cfg: ml_collections.ConfigDict, include_embeddings: bool = True) -> int:
+    """Parameter count from the config alone (used for FLOPs; a test checks it against the model)."""
+    d, f, L, V = cfg.width, cfg.mlp_dim, cfg.num_layers, cfg.vocab_size
+    kv = (cfg.num_kv_heads or cfg.num_heads) * (d // cfg.num_heads)
+    b = 1 if cfg.use_bias else 0
+    norm = d * (2 if (cfg.norm == "layernorm" and cfg.use_bias) else 1)
+    attn = d * d * 2 + d * kv * 2 + b * (2 * d + 2 * kv)
+    mlp = d * f * (3 if cfg.activation == "swiglu" else 2) + b * (f * (2 if cfg.activation == "swiglu" else 1) + d)
+    n = L * (attn + mlp + 2 * norm) + norm
+    if not cfg.tie_embeddings:
+        n += d * V
+    if include_embeddings:
+        n += V * d + (cfg.max_len * d if cfg.positions == "learned" else 0)
+    return n

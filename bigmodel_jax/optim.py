@@ -1,0 +1,68 @@
+"""The optax chain built from `config.optim`, and gradient accumulation over micro-batches."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+    """Linear warmup from 0, then cosine decay to lr * min_lr_ratio at num_steps (or constant)."""
+    o = cfg
+    warmup = max(int(o.warmup_steps), 0)
+    if o.schedule == "constant":
+        after = optax.constant_schedule(o.lr)
+    else:
+        after = optax.cosine_decay_schedule(o.lr, max(num_steps - warmup, 1), alpha=o.min_lr_ratio)
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, o.lr, warmup), after], [warmup])
+
+
+def decay_mask(params: Any) -> Any:
+    """Weight decay on matrices only (kernels and embeddings, as nanoGPT); norm scales and
+    biases, all 1-D, are skipped."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """cfg is `config.optim`. Returns (tx, schedule)."""
+    schedule = learning_rate_schedule(cfg, num_steps)
+    if cfg.name == "adamw":
+        core = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                           mask=decay_mask)
+    elif cfg.name == "adam":
+        core = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    else:  # sgd with momentum; weight decay as coupled L2 the way torch.optim.SGD does it
+        core = optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+                           optax.sgd(schedule, momentum=cfg.momentum or None))
+    chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    return optax.chain(*chain, core), schedule
+
+
+def accumulate_gradients(loss_and_grad: Callable, params: Any, batch: dict, num_micro: int,
+                         rng: jax.Array) -> tuple[Any, dict]:
+    """Mean gradient and metrics over `num_micro` equal micro-batches, one at a time (lax.scan),
+    so activation memory is that of one micro-batch. Equal to the full-batch gradient because
+    every micro-batch has the same number of loss tokens in the tasks that use it."""
+    if num_micro == 1:
+        (_, metrics), grads = loss_and_grad(params, batch, rng)
+        return grads, metrics
+    # Micro-batch i takes rows i, i+m, i+2m, ...: each device's contiguous shard of the batch
+    # splits evenly over the micro-batches, so the reshape moves no data between devices.
+    micro = jax.tree.map(
+        lambda x: x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def body(carry, xs):
+        i, mb = xs
+        (_, metrics), grads = loss_and_grad(params, mb, jax.random.fold_in(rng, i))
+        return jax.tree.map(jnp.add, carry, (grads, metrics)), None
+
+    (_, m0), g0 = jax.eval_shape(loss_and_grad, params, jax.tree.map(lambda x: x[0], micro), rng)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g0, m0))
+    (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(num_micro), micro))
+    return jax.tree.map(lambda x: x / num_micro, (grads, metrics))

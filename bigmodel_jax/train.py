@@ -1,0 +1,260 @@
+"""The one training loop for every family.
+
+    python -m bigmodel_jax.train --config configs/gpt_char.py --workdir runs/gpt_char [--config.a.b=v ...]
+
+Rerunning with the same workdir resumes from the newest checkpoint: params, optimizer state,
+step, data iterator position and early-stopping counters, so the resumed run sees the same
+batches and reaches the same losses as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from bigmodel_jax import checkpoint, config as config_lib, metrics as metrics_lib, sharding
+from bigmodel_jax.optim import accumulate_gradients, build_optimizer
+from bigmodel_jax.tasks import causal_lm
+
+log = logging.getLogger("bigmodel_jax.train")
+
+TASKS = {"causal_lm": causal_lm}
+
+
+@dataclass
+class TrainResult:
+    step: int
+    train_losses: dict[int, float] = field(default_factory=dict)  # step -> loss at each log step
+    val_losses: dict[int, float] = field(default_factory=dict)
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+
+
+def enable_compilation_cache(path: str) -> None:
+    if path:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
+    """Abstract model -> shardings from the logical rules -> params and optimizer state created
+    directly in their shards (no full copy on one device)."""
+    abstract_model = nnx.eval_shape(lambda: task.build_model(cfg, nnx.Rngs(0)))
+    graphdef, abstract_params, rest = nnx.split(abstract_model, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+        raise TypeError(f"the model holds non-Param state the trainer would drop: {rest}")
+    abstract_params = nnx.to_pure_dict(abstract_params)
+    param_sh = sharding.shardings_for(abstract_params, sharding.param_specs(abstract_model), mesh)
+
+    def init_params(key):
+        return nnx.to_pure_dict(nnx.state(task.build_model(cfg, nnx.Rngs(params=key)), nnx.Param))
+
+    tx, schedule = build_optimizer(cfg.optim, cfg.train.num_steps)
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
+                                   transform_non_params=lambda _: sharding.replicated(mesh))
+    init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0)
+    params = jax.jit(init_params, out_shardings=param_sh)(init_key)
+    return graphdef, params, param_sh, tx, schedule, opt_sh
+
+
+def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
+    use_dropout = cfg.model.get("dropout", 0.0) > 0
+    dropout_base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+
+    def loss_and_grad(params, batch, rng):
+        def f(p):
+            rngs = nnx.Rngs(dropout=rng) if use_dropout else None
+            return task.loss_fn(nnx.merge(graphdef, p), batch, rngs)
+        return jax.value_and_grad(f, has_aux=True)(params)
+
+    def step_fn(params, opt_state, batch, step):
+        rng = jax.random.fold_in(dropout_base, step)
+        grads, metrics = accumulate_gradients(loss_and_grad, params, batch, cfg.train.grad_accum_steps, rng)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads), lr=schedule(step))
+        return params, opt_state, metrics
+
+    batch_sh = sharding.batch_sharding(mesh)
+    rep = sharding.replicated(mesh)
+    return jax.jit(step_fn, in_shardings=(param_sh, opt_sh, batch_sh, rep),
+                   out_shardings=(param_sh, opt_sh, rep), donate_argnums=(0, 1))
+
+
+def make_eval_step(graphdef, task, param_sh, mesh):
+    def eval_fn(params, batch):
+        _, metrics = task.loss_fn(nnx.merge(graphdef, params), batch, None)
+        return metrics
+
+    return jax.jit(eval_fn, in_shardings=(param_sh, sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+
+
+def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for b in batches:
+        for k, v in jax.device_get(eval_step(params, sharding.put_batch(b, mesh))).items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    out = {k: v / len(batches) for k, v in totals.items()}
+    if "loss" in out:
+        out["perplexity"] = math.exp(min(out["loss"], 50.0))
+    return out
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | None = None) -> TrainResult:
+    workdir = Path(workdir)
+    config_lib.validate(cfg, jax.device_count(), jax.process_count())  # before anything compiles
+    enable_compilation_cache(cfg.compilation_cache_dir)
+    task = TASKS[cfg.task]
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh(config_lib.mesh_shape(cfg, jax.device_count()))
+    log.info("mesh %s over %d devices (%s), %d process(es)", dict(mesh.shape), jax.device_count(),
+             jax.devices()[0].device_kind, jax.process_count())
+
+    data = task.make_data(cfg, workdir, jax.process_index(), jax.process_count())
+    cfg = ml_collections.ConfigDict(cfg.to_dict())  # a private copy: the vocab comes from the data
+    cfg.model.vocab_size = data.tokenizer.vocab_size
+
+    graphdef, params, param_sh, tx, schedule, opt_sh = init_state(cfg, task, mesh)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    train_step = make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)
+    eval_step = make_eval_step(graphdef, task, param_sh, mesh)
+
+    ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
+    data_iter = iter(data.train)
+    result = TrainResult(step=0)
+    evals_since_best = 0
+    restored = checkpoint.restore(workdir / "checkpoints", checkpoint.abstract_like(params, param_sh),
+                                  checkpoint.abstract_like(opt_state, opt_sh))
+    if restored is not None:
+        result.step, params, opt_state, meta = restored
+        data_iter.set_state(meta["data_state"])
+        result.best_val_loss = meta.get("best_val_loss", math.inf)
+        evals_since_best = meta.get("evals_since_best", 0)
+        log.info("resumed from %s at step %d", workdir / "checkpoints" / str(result.step), result.step)
+    elif cfg.init_from:
+        init = checkpoint.restore(Path(cfg.init_from).expanduser() / "checkpoints",
+                                  checkpoint.abstract_like(params, param_sh))
+        if init is None:
+            raise config_lib.ConfigError("init_from", cfg.init_from, "a workdir with checkpoints/ inside")
+        params = init[1]
+        log.info("initialized params from %s (step %d)", cfg.init_from, init[0])
+    log.info("model: %s params; train %d tokens, validation %d tokens", f"{n_params:,}",
+             data.train_tokens, data.val_tokens)
+
+    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+    flops_per_step = tokens_per_step * metrics_lib.flops_per_token(
+        cfg.model.num_layers, cfg.model.width, cfg.data.seq_len, task.matmul_params(cfg))
+    peak = metrics_lib.peak_flops_per_device(cfg.model.dtype) * jax.device_count()
+    writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
+
+    def meta_now(step: int) -> dict:
+        return {"step": step, "data_state": data_iter.get_state(), "config": cfg.to_json(),
+                "best_val_loss": result.best_val_loss, "evals_since_best": evals_since_best,
+                "tokenizer": cfg.data.tokenizer}
+
+    def run_eval(step: int) -> None:
+        nonlocal evals_since_best
+        ev = evaluate(eval_step, params, data.eval_batches, mesh)
+        result.val_losses[step] = ev["loss"]
+        writer.write(step, "validation", ev)
+        if ev["loss"] < result.best_val_loss:
+            result.best_val_loss, evals_since_best = ev["loss"], 0
+            ckpt.save(step, params, opt_state, meta_now(step), best=True)
+        else:
+            evals_since_best += 1
+        log.info("step %d  validation loss %.4f  perplexity %.2f  (best %.4f)", step, ev["loss"],
+                 ev["perplexity"], result.best_val_loss)
+        if bar is not None:
+            bar.update(task_id, val=f"{ev['loss']:.4f}")
+
+    bar = metrics_lib.make_progress(is_main and (sys.stderr.isatty() if progress is None else progress))
+    task_id = None
+    if bar is not None:
+        bar.start()
+        task_id = bar.add_task("train", total=cfg.train.num_steps, completed=result.step,
+                               loss="-", val="-", tps="-", mfu="-")
+    t_last, steps_since, step = time.perf_counter(), 0, result.step
+    try:
+        while step < cfg.train.num_steps:
+            batch = sharding.put_batch(next(data_iter), mesh)
+            params, opt_state, m = train_step(params, opt_state, batch, jnp.asarray(step, jnp.int32))
+            step += 1
+            steps_since += 1
+            if step % cfg.train.log_every == 0 or step == cfg.train.num_steps:
+                m = {k: float(v) for k, v in jax.device_get(m).items()}
+                dt = time.perf_counter() - t_last
+                m["tokens_per_s"] = tokens_per_step * steps_since / dt
+                m["mfu"] = flops_per_step * steps_since / dt / peak
+                result.train_losses[step] = m["loss"]
+                writer.write(step, "train", m)
+                if bar is not None:
+                    bar.update(task_id, completed=step, loss=f"{m['loss']:.4f}", tps=f"{m['tokens_per_s']:,.0f}",
+                               mfu=f"{100 * m['mfu']:.1f}%")
+                elif is_main:
+                    log.info("step %d  loss %.4f  %s tok/s  MFU %.1f%%", step, m["loss"],
+                             f"{m['tokens_per_s']:,.0f}", 100 * m["mfu"])
+                if not math.isfinite(m["loss"]):
+                    raise FloatingPointError(f"loss is {m['loss']} at step {step}; lower optim.lr or check the data")
+                t_last, steps_since = time.perf_counter(), 0
+            if step % cfg.train.eval_every == 0 or step == cfg.train.num_steps:
+                run_eval(step)
+                if cfg.train.patience and evals_since_best >= cfg.train.patience:
+                    log.info("early stop at step %d: no better validation loss in %d evaluations",
+                             step, evals_since_best)
+                    result.stopped_early = True
+                t_last, steps_since = time.perf_counter(), 0  # eval time is not training time
+            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or result.stopped_early:
+                ckpt.save(step, params, opt_state, meta_now(step))
+                t_last, steps_since = time.perf_counter(), 0
+            if result.stopped_early:
+                break
+    finally:
+        if bar is not None:
+            bar.stop()
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    result.step = step
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
+    for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg, rest = config_lib.parse_config_args(argv)
+        parser = argparse.ArgumentParser(prog="python -m bigmodel_jax.train")
+        parser.add_argument("--workdir", required=True, help="checkpoints, metrics, tokenizer; rerun to resume")
+        parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+        args = parser.parse_args(rest)
+        result = train(cfg, args.workdir, progress=False if args.no_progress else None)
+    except config_lib.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    print(f"done: step {result.step}, best validation loss {result.best_val_loss:.4f}"
+          + (" (stopped early)" if result.stopped_early else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
