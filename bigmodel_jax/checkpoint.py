@@ -33,7 +33,11 @@ class Checkpointer:
         args = ocp.args.Composite(params=ocp.args.StandardSave(params),
                                   opt_state=ocp.args.StandardSave(opt_state),
                                   meta=ocp.args.JsonSave(meta))
-        (self.best if best else self.latest).save(step, args=args, force=True)
+        mngr = self.best if best else self.latest
+        if step in mngr.all_steps():  # a resumed run redoing steps after an unreadable checkpoint
+            mngr.wait_until_finished()
+            mngr.delete(step)
+        mngr.save(step, args=args, force=True)
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -45,10 +49,12 @@ class Checkpointer:
 
 
 def restore(directory: str | Path, abstract_params: Any, abstract_opt_state: Any | None = None,
-            ) -> tuple[int, Any, Any, dict] | None:
+            set_aside_unreadable: bool = False) -> tuple[int, Any, Any, dict] | None:
     """Newest readable checkpoint under `directory` (a checkpoints/ or best/ folder) as
     (step, params, opt_state, meta), or None when there is none. Abstract trees carry the target
-    shardings; abstract_opt_state=None restores params and meta only (inference)."""
+    shardings; abstract_opt_state=None restores params and meta only (inference).
+    set_aside_unreadable: rename an unreadable step folder to `unreadable-<step>` (kept, not
+    deleted) so that training can write that step again."""
     directory = Path(directory).absolute()
     if not directory.is_dir():
         return None
@@ -63,6 +69,10 @@ def restore(directory: str | Path, abstract_params: Any, abstract_opt_state: Any
             except Exception as e:  # corrupt, truncated or mismatched: say which, try the older one
                 log.error("checkpoint %s is unreadable (%s: %s); trying an older one",
                           directory / str(step), type(e).__name__, str(e)[:300])
+                if set_aside_unreadable and jax.process_index() == 0:
+                    aside = directory / f"unreadable-{step}"
+                    (directory / str(step)).rename(aside)
+                    log.error("moved it to %s", aside)
                 continue
             return step, out["params"], out.get("opt_state"), dict(out["meta"])
         if mngr.all_steps():

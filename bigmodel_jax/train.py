@@ -86,7 +86,7 @@ def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
         grads, metrics = accumulate_gradients(loss_and_grad, params, batch, cfg.train.grad_accum_steps, rng)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads), lr=schedule(step))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=schedule(step))
         return params, opt_state, metrics
 
     batch_sh = sharding.batch_sharding(mesh)
@@ -115,14 +115,18 @@ def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
     return out
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | None = None) -> TrainResult:
+def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | None = None,
+          devices: list | None = None, stop_after: int | None = None) -> TrainResult:
+    """Trains (or resumes) in workdir. devices: a subset of jax.devices() (tests), default all.
+    stop_after: leave the loop after that step as if killed (the schedule still spans num_steps)."""
     workdir = Path(workdir)
-    config_lib.validate(cfg, jax.device_count(), jax.process_count())  # before anything compiles
+    num_devices = len(devices) if devices is not None else jax.device_count()
+    config_lib.validate(cfg, num_devices, jax.process_count())  # before anything compiles
     enable_compilation_cache(cfg.compilation_cache_dir)
     task = TASKS[cfg.task]
     is_main = jax.process_index() == 0
-    mesh = sharding.make_mesh(config_lib.mesh_shape(cfg, jax.device_count()))
-    log.info("mesh %s over %d devices (%s), %d process(es)", dict(mesh.shape), jax.device_count(),
+    mesh = sharding.make_mesh(config_lib.mesh_shape(cfg, num_devices), devices)
+    log.info("mesh %s over %d devices (%s), %d process(es)", dict(mesh.shape), num_devices,
              jax.devices()[0].device_kind, jax.process_count())
 
     data = task.make_data(cfg, workdir, jax.process_index(), jax.process_count())
@@ -135,12 +139,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     train_step = make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)
     eval_step = make_eval_step(graphdef, task, param_sh, mesh)
 
-    ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
     data_iter = iter(data.train)
     result = TrainResult(step=0)
     evals_since_best = 0
     restored = checkpoint.restore(workdir / "checkpoints", checkpoint.abstract_like(params, param_sh),
-                                  checkpoint.abstract_like(opt_state, opt_sh))
+                                  checkpoint.abstract_like(opt_state, opt_sh), set_aside_unreadable=True)
+    ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
     if restored is not None:
         result.step, params, opt_state, meta = restored
         data_iter.set_state(meta["data_state"])
@@ -160,7 +164,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     flops_per_step = tokens_per_step * metrics_lib.flops_per_token(
         cfg.model.num_layers, cfg.model.width, cfg.data.seq_len, task.matmul_params(cfg))
-    peak = metrics_lib.peak_flops_per_device(cfg.model.dtype) * jax.device_count()
+    peak = metrics_lib.peak_flops_per_device(cfg.model.dtype) * num_devices
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
 
     def meta_now(step: int) -> dict:
@@ -222,7 +226,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
             if step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or result.stopped_early:
                 ckpt.save(step, params, opt_state, meta_now(step))
                 t_last, steps_since = time.perf_counter(), 0
-            if result.stopped_early:
+            if result.stopped_early or step == stop_after:
                 break
     finally:
         if bar is not None:

@@ -1,0 +1,39 @@
+"""8 fake CPU devices for every test (set before jax is imported), and shared small fixtures."""
+
+import os
+
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> Path:
+    """One prepared copy of the real plays dataset for the whole session."""
+    from bigmodel_jax.data.plays import load_split_text
+
+    d = tmp_path_factory.mktemp("tfds")
+    load_split_text(d, "train")
+    return d
+
+
+def tiny_config(tfds_dir, **overrides):
+    """configs/gpt_char.py shrunk to a model that trains in seconds on the real plays."""
+    from bigmodel_jax.config import apply_overrides, load_config_file
+
+    cfg = load_config_file(str(ROOT / "configs" / "gpt_char.py"))
+    base = {
+        "model.num_layers": 2, "model.width": 32, "model.num_heads": 4, "model.mlp_dim": 64,
+        "model.max_len": 32, "model.dtype": "float32", "data.seq_len": 32, "data.tfds_dir": str(tfds_dir),
+        "train.batch_size": 8, "train.num_steps": 20, "train.log_every": 1, "train.eval_every": 10,
+        "train.eval_batches": 2, "train.checkpoint_every": 10, "optim.warmup_steps": 2, "optim.lr": 3e-3,
+        "compilation_cache_dir": "",
+    }
+    base.update(overrides)
+    return apply_overrides(cfg, [f"{k}={v}" for k, v in base.items()])

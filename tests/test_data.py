@@ -1,0 +1,115 @@
+import collections
+
+import numpy as np
+import pytest
+
+from bigmodel_jax.data import pipeline, plays
+from bigmodel_jax.data.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
+
+
+def test_builder_reads_real_plays_split_by_play(tfds_dir):
+    builder = plays.ShakespearePlays(data_dir=str(tfds_dir), file_format="array_record")
+    train = builder.as_data_source(split="train")
+    val = builder.as_data_source(split="validation")
+    train_plays = {train[i]["play"].decode() for i in range(len(train))}
+    val_plays = {val[i]["play"].decode() for i in range(len(val))}
+    assert val_plays == set(plays.VALIDATION_PLAYS)
+    assert not train_plays & val_plays and len(train_plays) == 34
+    text = plays.load_split_text(tfds_dir, "train")
+    assert 4_000_000 < len(text) < 5_000_000
+    assert "**" not in text and "\\[" not in text and "_Enter" not in text  # markup stripped
+    assert "ROMEO:\n" in text and "HAMLET:\n" in text
+
+
+def test_builder_round_trips_a_scene(tmp_path):
+    """A play written here comes back through TFDS with its text cleaned, nothing else lost."""
+    d = tmp_path / "plays" / "comedies"
+    d.mkdir(parents=True)
+    line = "A line long enough that a second copy of it counts as a duplicate."
+    (d / "tiny.md").write_text(
+        "# Tiny\n\n## ACT I\n\n### SCENE I. A room.\n\n_Enter ANNE_\n\n**ANNE**  \nGood   morrow,\u00a0sir.  \n"
+        f"{line}  \n\n**BOB**  \n\\[Aside] Ay.  \n{line}\n")
+    (tmp_path / "plays" / "tragedies").mkdir()
+    (tmp_path / "plays" / "tragedies" / "twelfth-night.md").write_text("# V\n\n### SCENE I. X\n\n**A**  \nHi.\n")
+    text = plays.load_split_text(tmp_path / "tfds", "train", tmp_path / "plays")
+    assert text == ("SCENE I. A room.\n\nEnter ANNE\n\nANNE:\nGood morrow, sir.\n" + line +
+                    "\n\nBOB:\n[Aside] Ay.\n")
+    assert plays.load_split_text(tmp_path / "tfds", "validation", tmp_path / "plays") == "SCENE I. X\n\nA:\nHi.\n"
+
+
+def test_missing_plays_dir_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        plays.list_plays(tmp_path)
+
+
+def test_clean_line():
+    assert plays.clean_line("  **KING  LEAR**  ") == "KING LEAR"
+    assert plays.clean_line("_\\[Within]_ Swear\u2014now") == "[Within] Swear--now"
+    assert plays.clean_line("\ufb01ne") == "fine"  # NFKC folds the ligature
+
+
+def test_char_tokenizer_round_trip(tmp_path, tfds_dir):
+    text = plays.load_split_text(tfds_dir, "validation")
+    tok = CharTokenizer.train(text)
+    ids = tok.encode_array(text)
+    assert ids.dtype == np.int32 and list(ids[:100]) == tok.encode(text[:100])
+    assert tok.decode(ids) == text
+    tok.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again.decode(again.encode("ROMEO: O!")) == "ROMEO: O!"
+    assert again.encode("\u4e2d") == [0]  # unseen character -> <unk>
+
+
+def test_bpe_tokenizer_round_trip(tmp_path, tfds_dir):
+    text = plays.load_split_text(tfds_dir, "validation")
+    tok = BPETokenizer.train(text, vocab_size=600)
+    assert tok.vocab_size == 600
+    sample = text[:5000]
+    ids = tok.encode_array(sample)
+    assert len(ids) < 0.6 * len(sample)  # merges learned (measured 0.51 with 600 tokens)
+    assert tok.decode(ids) == sample
+    tok.save(tmp_path)
+    assert load_tokenizer(tmp_path).decode(tok.encode("Unseen \u4e2d text")) == "Unseen \u4e2d text"
+
+
+def test_corrupt_tokenizer_file_is_named(tmp_path):
+    (tmp_path / "tokenizer_char.json").write_text("{not json")
+    with pytest.raises(ValueError, match="tokenizer_char.json"):
+        load_tokenizer(tmp_path)
+
+
+def test_pipeline_packs_shuffles_and_shards():
+    tokens = np.arange(10_000, dtype=np.int32)
+    ds = pipeline.train_dataset(tokens, seq_len=16, global_batch=8, seed=3)
+    b = ds[0]
+    assert b["inputs"].shape == (8, 16) and b["targets"].shape == (8, 16)
+    np.testing.assert_array_equal(b["inputs"][:, 1:], b["targets"][:, :-1])  # shifted by one
+    np.testing.assert_array_equal(np.diff(b["inputs"], axis=1), 1)  # contiguous windows
+    assert not np.array_equal(ds[0]["inputs"], pipeline.train_dataset(tokens, 16, 8, seed=4)[0]["inputs"])
+    # one epoch covers every window once
+    n = (len(tokens) - 1) // 16 - 1
+    starts = np.concatenate([ds[i]["inputs"][:, 0] // 16 for i in range(n // 8)])
+    assert len(set(starts.tolist())) == len(starts)
+    # two processes together see exactly the one-process global batch
+    p0 = pipeline.train_dataset(tokens, 16, 8, 3, process_index=0, process_count=2)[5]["inputs"]
+    p1 = pipeline.train_dataset(tokens, 16, 8, 3, process_index=1, process_count=2)[5]["inputs"]
+    assert sorted(map(tuple, np.concatenate([p0, p1]))) == sorted(map(tuple, ds[5]["inputs"]))
+
+
+def test_pipeline_iterator_state_resumes():
+    ds = pipeline.train_dataset(np.arange(5000, dtype=np.int32), 8, 4, seed=0)
+    it = iter(ds)
+    for _ in range(7):
+        next(it)
+    state = it.get_state()
+    expected = next(it)["inputs"]
+    it2 = iter(ds)
+    it2.set_state(state)
+    np.testing.assert_array_equal(next(it2)["inputs"], expected)
+
+
+def test_eval_batches_fixed():
+    tokens = np.arange(2000, dtype=np.int32)
+    a = pipeline.eval_batches(tokens, 8, 4, 3)
+    assert len(a) == 3 and a[0]["inputs"][0, 0] == 0
+    np.testing.assert_array_equal(a[1]["inputs"], pipeline.eval_batches(tokens, 8, 4, 3)[1]["inputs"])

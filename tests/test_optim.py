@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from bigmodel_jax.optim import accumulate_gradients, build_optimizer, decay_mask, learning_rate_schedule
+
+
+def optim_cfg(**kw):
+    base = dict(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1, b1=0.9, b2=0.99,
+                eps=1e-8, momentum=0.9, weight_decay=0.1, clip_norm=1.0)
+    base.update(kw)
+    return ml_collections.ConfigDict(base)
+
+
+def test_warmup_then_cosine_to_min():
+    s = learning_rate_schedule(optim_cfg(), 110)
+    assert float(s(0)) == 0.0 and float(s(5)) == pytest.approx(5e-4)
+    assert float(s(10)) == pytest.approx(1e-3)
+    assert float(s(60)) == pytest.approx(0.55e-3, rel=1e-3)  # half way down the cosine
+    assert float(s(110)) == pytest.approx(1e-4)
+    c = learning_rate_schedule(optim_cfg(schedule="constant", warmup_steps=0), 100)
+    assert float(c(0)) == float(c(99)) == pytest.approx(1e-3)
+
+
+def test_weight_decay_skips_norms_and_biases():
+    params = {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3), "scale": jnp.ones(3)}
+    assert decay_mask(params) == {"kernel": True, "bias": False, "scale": False}
+    tx, _ = build_optimizer(optim_cfg(warmup_steps=0, schedule="constant", weight_decay=0.5, clip_norm=0.0), 10)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    assert float(updates["kernel"][0, 0]) == pytest.approx(-1e-3 * 0.5)
+    assert float(updates["bias"][0]) == 0.0 and float(updates["scale"][0]) == 0.0
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_each_optimizer_minimizes_a_quadratic(name):
+    tx, _ = build_optimizer(optim_cfg(name=name, lr=0.1, warmup_steps=0, weight_decay=0.0), 200)
+    p = {"w": jnp.array([3.0, -2.0])}
+    s = tx.init(p)
+    for _ in range(200):
+        g = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(p)
+        u, s = tx.update(g, s, p)
+        p = optax.apply_updates(p, u)
+    assert float(jnp.abs(p["w"]).max()) < 0.1
+
+
+def test_clipping_bounds_the_update_norm():
+    tx, _ = build_optimizer(optim_cfg(name="sgd", lr=1.0, momentum=0.0, warmup_steps=0, schedule="constant",
+                                      weight_decay=0.0, clip_norm=1.0), 10)
+    p = {"w": jnp.zeros(4)}
+    u, _ = tx.update({"w": jnp.full(4, 100.0)}, tx.init(p), p)
+    assert float(optax.global_norm(u)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_gradient_accumulation_equals_full_batch():
+    w = {"w": jax.random.normal(jax.random.PRNGKey(0), (5, 3))}
+    batch = {"x": jax.random.normal(jax.random.PRNGKey(1), (8, 5)), "y": jax.random.normal(jax.random.PRNGKey(2), (8, 3))}
+
+    def loss_and_grad(p, b, rng):
+        def f(p):
+            loss = jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2)
+            return loss, {"loss": loss}
+        return jax.value_and_grad(f, has_aux=True)(p)
+
+    g1, m1 = accumulate_gradients(loss_and_grad, w, batch, 1, jax.random.PRNGKey(0))
+    g4, m4 = accumulate_gradients(loss_and_grad, w, batch, 4, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(g1["w"], g4["w"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
