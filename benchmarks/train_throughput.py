@@ -1,0 +1,139 @@
+"""Train-step throughput: our GPT (jax.jit, flax.nnx, optax AdamW) against Hugging Face
+transformers' GPT2LMHeadModel + torch.optim.AdamW on PyTorch CPU, same width/depth/heads/
+sequence/batch/vocab, f32 and bf16 (torch: autocast), alternating runs in one process.
+
+    python benchmarks/train_throughput.py [--sizes baby,char,d512] [--repeats 3] [--steps 10]
+
+Prints one table: tokens/s of each, the ratio ours/theirs, and MFU (model FLOPs from
+metrics.flops_per_token over the measured matmul peak of this machine, the same for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bigmodel_jax import metrics, sharding  # noqa: E402
+from bigmodel_jax.config import load_config_file  # noqa: E402
+from bigmodel_jax.tasks import causal_lm  # noqa: E402
+from bigmodel_jax.train import init_state, make_train_step  # noqa: E402
+
+# name: (layers, width, heads, seq_len, batch, vocab)
+SIZES = {
+    "baby": (4, 128, 4, 64, 12, 80),     # nanoGPT's CPU baby GPT on characters
+    "char": (6, 192, 6, 128, 32, 80),    # configs/gpt_char.py
+    "d512": (6, 512, 8, 256, 8, 8192),   # a small BPE-sized GPT
+}
+
+
+def our_config(size, dtype):
+    layers, width, heads, seq, batch, vocab = size
+    cfg = load_config_file(str(Path(__file__).resolve().parents[1] / "configs" / "gpt_char.py"))
+    cfg.model.update(num_layers=layers, width=width, num_heads=heads, mlp_dim=4 * width, max_len=seq,
+                     vocab_size=vocab, dtype=dtype, activation="gelu_tanh", dropout=0.0)
+    cfg.data.seq_len = seq
+    cfg.train.batch_size = batch
+    cfg.parallel.update(data=1, fsdp=1, tensor=1)
+    return cfg
+
+
+def time_ours(size, dtype, steps):
+    cfg = our_config(size, dtype)
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    graphdef, params, param_sh, tx, schedule, opt_sh = init_state(cfg, causal_lm, mesh)
+    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    step_fn = make_train_step(graphdef, causal_lm, tx, schedule, cfg, param_sh, opt_sh, mesh)
+    rng = np.random.default_rng(0)
+    batch = {"inputs": rng.integers(0, size[5], (size[4], size[3])).astype(np.int32)}
+    batch["targets"] = np.roll(batch["inputs"], -1, axis=1)
+    batch = sharding.put_batch(batch, mesh)
+    params, opt_state, m = step_fn(params, opt_state, batch, jnp.int32(0))  # compile
+    jax.block_until_ready(m)
+
+    def run():
+        nonlocal params, opt_state
+        t0 = time.perf_counter()
+        for i in range(steps):
+            params, opt_state, m = step_fn(params, opt_state, batch, jnp.int32(i + 1))
+        jax.block_until_ready(m)
+        return time.perf_counter() - t0
+
+    return run, causal_lm.matmul_params(cfg)
+
+
+def time_torch(size, dtype, steps):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    layers, width, heads, seq, batch, vocab = size
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=seq, n_embd=width, n_layer=layers, n_head=heads,
+                                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    hf.train()
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.1)
+    ids = torch.randint(0, vocab, (batch, seq))
+
+    def one_step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            loss = hf(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    one_step()
+
+    def run():
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            one_step()
+        return time.perf_counter() - t0
+
+    return run
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", default="baby,char,d512")
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    rows = []
+    for name in args.sizes.split(","):
+        size = SIZES[name]
+        tokens = size[3] * size[4] * args.steps
+        for dtype in args.dtypes.split(","):
+            ours, n_matmul = time_ours(size, dtype, args.steps)
+            theirs = time_torch(size, dtype, args.steps)
+            t_ours, t_theirs = [], []
+            for _ in range(args.repeats):  # alternate so both see the same machine noise
+                t_ours.append(ours())
+                t_theirs.append(theirs())
+            peak = metrics.peak_flops_per_device(dtype)
+            fpt = metrics.flops_per_token(size[0], size[1], size[3], n_matmul)
+            o, t = tokens / min(t_ours), tokens / min(t_theirs)
+            rows.append((name, size, dtype, o, t, o / t, o * fpt / peak, t * fpt / peak))
+            print(f"  {name} {dtype}: ours {o:,.0f} tok/s, torch {t:,.0f} tok/s", file=sys.stderr)
+    print(f"\njax {jax.__version__} ({jax.devices()[0].device_kind}), torch {torch.__version__}, "
+          f"{os.cpu_count()} cores; best of {args.repeats} x {args.steps} steps\n")
+    print("| model (L/d/H/T/B/V) | dtype | ours tok/s | HF GPT-2 tok/s | ours / HF | ours MFU | HF MFU |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, size, dtype, o, t, r, mo, mt in rows:
+        print(f"| {name} {'/'.join(map(str, size))} | {dtype} | {o:,.0f} | {t:,.0f} | {r:.2f}x | "
+              f"{100 * mo:.1f}% | {100 * mt:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
