@@ -34,19 +34,20 @@ SIZES = {
 }
 
 
-def our_config(size, dtype):
+def our_config(size, dtype, accum=1):
     layers, width, heads, seq, batch, vocab = size
     cfg = load_config_file(str(Path(__file__).resolve().parents[1] / "configs" / "gpt_char.py"))
     cfg.model.update(num_layers=layers, width=width, num_heads=heads, mlp_dim=4 * width, max_len=seq,
                      vocab_size=vocab, dtype=dtype, activation="gelu_tanh", dropout=0.0)
     cfg.data.seq_len = seq
     cfg.train.batch_size = batch
+    cfg.train.grad_accum_steps = accum
     cfg.parallel.update(data=1, fsdp=1, tensor=1)
     return cfg
 
 
-def time_ours(size, dtype, steps):
-    cfg = our_config(size, dtype)
+def time_ours(size, dtype, steps, accum=1):
+    cfg = our_config(size, dtype, accum)
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     graphdef, params, param_sh, tx, schedule, opt_sh = init_state(cfg, causal_lm, mesh)
     opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
@@ -106,6 +107,8 @@ def main():
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--accum", type=int, default=4,
+                   help="also time ours with the batch split into this many micro-batches (same math)")
     args = p.parse_args()
     import torch
 
@@ -116,23 +119,28 @@ def main():
         tokens = size[3] * size[4] * args.steps
         for dtype in args.dtypes.split(","):
             ours, n_matmul = time_ours(size, dtype, args.steps)
+            accum = args.accum if args.accum > 1 and size[4] % args.accum == 0 else 1
+            ours_acc = time_ours(size, dtype, args.steps, accum)[0] if accum > 1 else ours
             theirs = time_torch(size, dtype, args.steps)
-            t_ours, t_theirs = [], []
-            for _ in range(args.repeats):  # alternate so both see the same machine noise
+            t_ours, t_acc, t_theirs = [], [], []
+            for _ in range(args.repeats):  # alternate so all see the same machine noise
                 t_ours.append(ours())
+                t_acc.append(ours_acc())
                 t_theirs.append(theirs())
             peak = metrics.peak_flops_per_device(dtype)
             fpt = metrics.flops_per_token(size[0], size[1], size[3], n_matmul)
-            o, t = tokens / min(t_ours), tokens / min(t_theirs)
-            rows.append((name, size, dtype, o, t, o / t, o * fpt / peak, t * fpt / peak))
-            print(f"  {name} {dtype}: ours {o:,.0f} tok/s, torch {t:,.0f} tok/s", file=sys.stderr)
+            o, a, t = tokens / min(t_ours), tokens / min(t_acc), tokens / min(t_theirs)
+            rows.append((name, size, dtype, o, a, accum, t, o * fpt / peak, t * fpt / peak))
+            print(f"  {name} {dtype}: ours {o:,.0f} tok/s, accum {a:,.0f}, torch {t:,.0f} tok/s", file=sys.stderr)
     print(f"\njax {jax.__version__} ({jax.devices()[0].device_kind}), torch {torch.__version__}, "
           f"{os.cpu_count()} cores; best of {args.repeats} x {args.steps} steps\n")
-    print("| model (L/d/H/T/B/V) | dtype | ours tok/s | HF GPT-2 tok/s | ours / HF | ours MFU | HF MFU |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for name, size, dtype, o, t, r, mo, mt in rows:
-        print(f"| {name} {'/'.join(map(str, size))} | {dtype} | {o:,.0f} | {t:,.0f} | {r:.2f}x | "
-              f"{100 * mo:.1f}% | {100 * mt:.1f}% |")
+    print("| model (L/d/H/T/B/V) | dtype | ours tok/s | ours, B in micro-batches | HF GPT-2 tok/s "
+          "| ours / HF | best ours / HF | ours MFU | HF MFU |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, size, dtype, o, a, accum, t, mo, mt in rows:
+        acc = f"{a:,.0f} ({accum}x{size[4] // accum})" if accum > 1 else "-"
+        print(f"| {name} {'/'.join(map(str, size))} | {dtype} | {o:,.0f} | {acc} | {t:,.0f} | {o / t:.2f}x | "
+              f"{max(o, a) / t:.2f}x | {100 * mo:.1f}% | {100 * mt:.1f}% |")
 
 
 if __name__ == "__main__":

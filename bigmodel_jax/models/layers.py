@@ -51,13 +51,18 @@ def _matmul_bwd(w_transposed, res, g):
     # dX = g · Wᵀ, contracting the output dim of W.
     dx = jax.lax.dot_general(g, wc, (((g.ndim - 1,), (0 if w_transposed else 1,)), ((), ())),
                              preferred_element_type=jnp.float32).astype(x.dtype)
-    # dW contracts every leading (batch, time) dim at once: XLA transposes once and uses its fast
-    # dot kernel, where a 2-D Xᵀ·dY contracting dim 0 of both runs 3-5x slower on CPU.
+    # dW contracts every leading (batch, time) dim at once: XLA transposes one operand and uses
+    # its fast dot kernel (a 2-D Xᵀ·dY contracting dim 0 of both runs 3-5x slower on CPU). The
+    # operand transposed is the narrower one: transposing a wide activation (the MLP's hidden
+    # layer) costs more than the dot itself. The barrier keeps XLA from folding the final .T
+    # back into a dim-0 contraction, which its fast path (and bf16 x bf16 -> f32) lacks.
     lead = tuple(range(x.ndim - 1))
-    if w_transposed:  # W is [out, in]
-        dw = jax.lax.dot_general(g, x, ((lead, lead), ((), ())), preferred_element_type=jnp.float32)
-    else:  # W is [in, out]
-        dw = jax.lax.dot_general(x, g, ((lead, lead), ((), ())), preferred_element_type=jnp.float32)
+    if x.shape[-1] <= g.shape[-1]:  # [in, out] = Xᵀ·G
+        d = jax.lax.dot_general(x, g, ((lead, lead), ((), ())), preferred_element_type=jnp.float32)
+        dw = d.T if w_transposed else d
+    else:  # [out, in] = Gᵀ·X
+        d = jax.lax.dot_general(g, x, ((lead, lead), ((), ())), preferred_element_type=jnp.float32)
+        dw = d if w_transposed else jax.lax.optimization_barrier(d).T
     return dx, dw
 
 
