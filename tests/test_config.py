@@ -38,19 +38,19 @@ def test_wrong_type():
 
 
 def test_heads_must_divide_width():
-    with pytest.raises(ConfigError, match=r"model.num_heads.*= 5.*must divide model.width=192"):
+    with pytest.raises(ConfigError, match=r"model.num_heads.*= 5.*must divide model.width=128"):
         validate(parse("--config.model.num_heads=5"), num_devices=1)
 
 
 def test_kv_heads_must_divide_heads():
-    with pytest.raises(ConfigError, match=r"model.num_kv_heads.*must divide model.num_heads=6"):
-        validate(parse("--config.model.num_kv_heads=4"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"model.num_kv_heads.*must divide model.num_heads=4"):
+        validate(parse("--config.model.num_kv_heads=3"), num_devices=1)
 
 
 def test_batch_must_divide_data_shards():
     with pytest.raises(ConfigError, match=r"train.batch_size.*= 12.*divide over the 8 data shards"):
         validate(parse("--config.train.batch_size=12"), num_devices=8)
-    with pytest.raises(ConfigError, match=r"train.grad_accum_steps.*must divide train.batch_size=32"):
+    with pytest.raises(ConfigError, match=r"train.grad_accum_steps.*must divide train.batch_size=12"):
         validate(parse("--config.train.grad_accum_steps=5"), num_devices=1)
 
 

@@ -131,3 +131,23 @@ def test_padding_mask_hides_keys():
     y1, _ = attn(x, pos, mask_bts=mask)
     y2, _ = attn(x.at[:, 4:].set(5.0), pos, mask_bts=mask)
     np.testing.assert_allclose(y1[:, :4], y2[:, :4], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_bf16_gradients_run_with_a_wide_vocab(tie):
+    """XLA:CPU has no bf16 x bf16 -> f32 dot outside its fast path; the weight-gradient layouts
+    must keep every dot on it (a vocab wider than the model once hit the slow path and failed)."""
+    cfg = gpt_cfg(dtype="bfloat16", vocab_size=2048, width=64, mlp_dim=256, tie_embeddings=tie)
+    model = GPT(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (4, 24), 0, 2048)
+
+    @jax.jit
+    def grads(p):
+        def loss(p):
+            logits, _ = nnx.merge(graphdef, p)(tokens)
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0])
+        return jax.grad(loss)(p)
+
+    g = grads(params)
+    assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(g))

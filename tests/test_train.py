@@ -90,3 +90,14 @@ def test_corrupt_checkpoint_falls_back_to_older(tmp_path, tfds_dir, caplog):
     assert min(result.train_losses) == 11  # resumed from step 10 and trained again
     assert (tmp_path / "checkpoints" / "unreadable-20").is_dir()  # set aside, not deleted
     assert (tmp_path / "checkpoints" / "20").is_dir()  # written again by the resumed run
+
+
+@pytest.mark.slow
+def test_resume_with_another_model_is_refused(tmp_path, tfds_dir):
+    from bigmodel_jax.config import ConfigError
+
+    cfg = {"train.num_steps": 2, "parallel.data": 1, "train.eval_every": 2, "train.checkpoint_every": 2}
+    train.train(tiny_config(tfds_dir, **cfg), tmp_path, devices=jax.devices()[:1])
+    with pytest.raises(ConfigError, match=r"model.width.*holds checkpoints of a different model"):
+        train.train(tiny_config(tfds_dir, **cfg, **{"model.width": 64}), tmp_path, devices=jax.devices()[:1])
+    assert (tmp_path / "checkpoints" / "2").is_dir()  # untouched

@@ -85,13 +85,13 @@ def parse_play(markdown: str, stats: collections.Counter, seen: set[str]) -> Ite
         line = clean_line(s)
         if not line:
             continue
-        stats["lines"] += 1
+        stats["lines_all_plays"] += 1
         if is_speaker:
             lines.append(line + ":")
             continue
         if len(line) >= DEDUP_MIN_CHARS:
             if line in seen:
-                stats["duplicate_lines_dropped"] += 1
+                stats["duplicates_dropped_all_plays"] += 1
                 continue
             seen.add(line)
         lines.append(line)

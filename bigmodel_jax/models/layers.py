@@ -59,7 +59,7 @@ def _matmul_bwd(w_transposed, res, g):
     lead = tuple(range(x.ndim - 1))
     if x.shape[-1] <= g.shape[-1]:  # [in, out] = Xᵀ·G
         d = jax.lax.dot_general(x, g, ((lead, lead), ((), ())), preferred_element_type=jnp.float32)
-        dw = d.T if w_transposed else d
+        dw = jax.lax.optimization_barrier(d).T if w_transposed else d
     else:  # [out, in] = Gᵀ·X
         d = jax.lax.dot_general(g, x, ((lead, lead), ((), ())), preferred_element_type=jnp.float32)
         dw = d if w_transposed else jax.lax.optimization_barrier(d).T
