@@ -3,9 +3,10 @@
     python -m bigmodel_jax.train --config configs/gpt_bpe.py --workdir runs/gpt_bpe
     python -m bigmodel_jax.sample --workdir runs/gpt_bpe --prompt "ROMEO:"
 
-Expected (2-core CPU): validation loss RESULT_BPE nats per BPE token after 2000 steps.
-Losses are per token, so they do not compare with the character model's; bits per character do:
-loss / ln 2 * (tokens / characters), both counts are logged at startup.
+Expected (2-core CPU, 4 min 40 s): validation loss 3.92 nats per BPE token after 2500 steps
+(measured 3.922). Losses are per token; per character it is loss * tokens / characters, both
+counts logged at startup: 3.922 * 169,855 / 455,173 = 1.464 nats per character (the character
+model's default run: 1.705).
 """
 
 import importlib.util
