@@ -58,7 +58,7 @@ def restore(directory: str | Path, abstract_params: Any, abstract_opt_state: Any
     directory = Path(directory).absolute()
     if not directory.is_dir():
         return None
-    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     try:
         for step in sorted(mngr.all_steps(), reverse=True):
             items = dict(params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore())
@@ -88,7 +88,7 @@ def read_meta(directory: str | Path) -> dict | None:
     directory = Path(directory).absolute()
     if not directory.is_dir():
         return None
-    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     try:
         for step in sorted(mngr.all_steps(), reverse=True):
             try:

@@ -113,3 +113,13 @@ def test_eval_batches_fixed():
     a = pipeline.eval_batches(tokens, 8, 4, 3)
     assert len(a) == 3 and a[0]["inputs"][0, 0] == 0
     np.testing.assert_array_equal(a[1]["inputs"], pipeline.eval_batches(tokens, 8, 4, 3)[1]["inputs"])
+
+
+def test_corrupt_prepared_dataset_names_its_folder(tmp_path, tfds_dir):
+    import shutil
+
+    shutil.copytree(tfds_dir, tmp_path / "tfds")
+    (data_file,) = (tmp_path / "tfds").rglob("*train.array_record*")
+    data_file.write_bytes(data_file.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'tfds'}.*unreadable.*delete that folder"):
+        plays.load_split_text(tmp_path / "tfds", "train")

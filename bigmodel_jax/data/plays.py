@@ -156,7 +156,11 @@ def load_split_text(data_dir: str | Path, split: str, plays_dir: str | Path | No
     (play, scene) keeps the text identical whatever the shuffle."""
     builder = ShakespearePlays(plays_dir=plays_dir, data_dir=str(data_dir), file_format="array_record")
     builder.download_and_prepare()
-    source = builder.as_data_source(split=split)
-    records = [source[i] for i in range(len(source))]
+    try:
+        source = builder.as_data_source(split=split)
+        records = [source[i] for i in range(len(source))]
+    except Exception as e:  # truncated or corrupt array_record files
+        raise ValueError(f"the prepared dataset in {builder.data_dir} is unreadable ({type(e).__name__}: {e}); "
+                         "delete that folder and rerun to rebuild it from the plays") from e
     records.sort(key=lambda r: (r["play"], int(r["scene"])))
     return "\n".join(r["text"].decode("utf-8") for r in records)
