@@ -263,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\nEvery config field is an override: --config.train.num_steps=100, "
+              "--config.model.num_layers=6, ... (see the config file).")
+        return 0
     try:
         cfg, rest = config_lib.parse_config_args(argv)
         parser = argparse.ArgumentParser(prog="python -m bigmodel_jax.train")

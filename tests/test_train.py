@@ -101,3 +101,14 @@ def test_resume_with_another_model_is_refused(tmp_path, tfds_dir):
     with pytest.raises(ConfigError, match=r"model.width.*holds checkpoints of a different model"):
         train.train(tiny_config(tfds_dir, **cfg, **{"model.width": 64}), tmp_path, devices=jax.devices()[:1])
     assert (tmp_path / "checkpoints" / "2").is_dir()  # untouched
+
+
+@pytest.mark.slow
+def test_init_from_another_workdir(tmp_path, tfds_dir):
+    cfg = {"train.num_steps": 30, "parallel.data": 1, "train.eval_every": 30, "train.checkpoint_every": 30,
+           "optim.lr": 1e-2}
+    pre = train.train(tiny_config(tfds_dir, **cfg), tmp_path / "pre", devices=jax.devices()[:1])
+    fine = train.train(tiny_config(tfds_dir, **{**cfg, "train.num_steps": 1, "init_from": str(tmp_path / "pre")}),
+                       tmp_path / "fine", devices=jax.devices()[:1])
+    assert fine.train_losses[1] < pre.train_losses[1] - 0.5  # starts from the trained weights, not from init
+    assert fine.train_losses[1] == pytest.approx(pre.train_losses[30], abs=0.3)
