@@ -4,8 +4,8 @@ Training: the stream is cut into windows of seq_len+1 tokens (inputs and shifted
 epoch visits every window once in a seeded order, and each window is moved by a seeded random
 offset in [0, seq_len) so that over epochs the model sees every split point (nanoGPT draws random
 offsets; this keeps that variety while making batch i a pure function of (seed, i)). Batches are
-sharded by process: process p of n takes global batch rows p*b .. p*b+b-1, so the union over
-processes is the same global batch whatever n is.
+sharded by process: process p of n takes elements p, p+n, p+2n, ... of the stream, so the union
+over processes is the same global batch whatever n is (tested).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 
 
 class _Windows:
-    """Random-access source: window k -> tokens[k*T + offset(k, epoch) : ... + T + 1]."""
+    """Random-access source: window k -> tokens[k*T : k*T + T + 1] (evaluation uses it as is;
+    training shifts each window by a random offset, hence one window of headroom)."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int):
         if len(tokens) < 2 * (seq_len + 1):
