@@ -123,7 +123,8 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     if meta is None:
         return
     saved = json.loads(meta["config"])["model"]
-    diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if saved.get(k) != v}
+    free = ("dtype", "dropout")  # compute precision and dropout may change between runs
+    diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if k not in free and saved.get(k) != v}
     if diff:
         key = sorted(diff)[0]
         raise config_lib.ConfigError(

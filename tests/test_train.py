@@ -101,6 +101,10 @@ def test_resume_with_another_model_is_refused(tmp_path, tfds_dir):
     with pytest.raises(ConfigError, match=r"model.width.*holds checkpoints of a different model"):
         train.train(tiny_config(tfds_dir, **cfg, **{"model.width": 64}), tmp_path, devices=jax.devices()[:1])
     assert (tmp_path / "checkpoints" / "2").is_dir()  # untouched
+    # precision and dropout are not part of the model's identity: resuming with them changed works
+    again = train.train(tiny_config(tfds_dir, **{**cfg, "train.num_steps": 3, "model.dtype": "bfloat16"}),
+                        tmp_path, devices=jax.devices()[:1])
+    assert again.step == 3 and min(again.train_losses) == 3
 
 
 @pytest.mark.slow
