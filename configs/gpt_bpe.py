@@ -6,7 +6,7 @@
 Expected (2-core CPU, 4 min 40 s): validation loss 3.92 nats per BPE token after 2500 steps
 (measured 3.922). Losses are per token; per character it is loss * tokens / characters, both
 counts logged at startup: 3.922 * 169,855 / 455,173 = 1.464 nats per character (the character
-model's default run: 1.705).
+model: 1.705 in f32 for 3500 steps, 1.623 with the bf16 default).
 """
 
 import importlib.util
@@ -24,6 +24,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.data.tokenizer = "bpe"
     c.data.bpe_vocab_size = 2048
     c.train.num_steps = 2500
+    c.model.dtype = "float32"  # as measured; bf16 + micro-batches (the gpt_char default) is faster
+    c.train.grad_accum_steps = 1
     if variant:
         raise ValueError(f"unknown variant {variant!r} of gpt_bpe.py")
     return c

@@ -31,7 +31,8 @@ def tiny_config(tfds_dir, **overrides):
     base = {
         "model.num_layers": 2, "model.width": 32, "model.num_heads": 4, "model.mlp_dim": 64,
         "model.max_len": 32, "model.dtype": "float32", "data.seq_len": 32, "data.tfds_dir": str(tfds_dir),
-        "train.batch_size": 8, "train.num_steps": 20, "train.log_every": 1, "train.eval_every": 10,
+        "train.batch_size": 8, "train.grad_accum_steps": 1, "train.num_steps": 20, "train.log_every": 1,
+        "train.eval_every": 10,
         "train.eval_batches": 2, "train.checkpoint_every": 10, "optim.warmup_steps": 2, "optim.lr": 3e-3,
         "compilation_cache_dir": "",
     }
