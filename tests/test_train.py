@@ -50,6 +50,16 @@ def test_resume_matches_unbroken_run(tmp_path, tfds_dir):
     for step in range(11, 21):
         assert resumed.train_losses[step] == pytest.approx(unbroken.train_losses[step], rel=1e-6), step
     assert resumed.val_losses[20] == pytest.approx(unbroken.val_losses[20], rel=1e-6)
+    # The unbroken run saved step 10 asynchronously and kept training on donated buffers; its
+    # checkpoint must still hold exactly the step-10 params the interrupted run wrote.
+    import orbax.checkpoint as ocp
+
+    def params_at(workdir, step):
+        mngr = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(create=False))
+        return jax.tree.leaves(mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))["params"])
+
+    for x, y in zip(params_at(tmp_path / "a", 10), params_at(tmp_path / "b", 10)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.slow
