@@ -48,24 +48,18 @@ class Checkpointer:
         self.best.close()
 
 
-def restore(directory: str | Path, abstract_params: Any, abstract_opt_state: Any | None = None,
-            set_aside_unreadable: bool = False) -> tuple[int, Any, Any, dict] | None:
-    """Newest readable checkpoint under `directory` (a checkpoints/ or best/ folder) as
-    (step, params, opt_state, meta), or None when there is none. Abstract trees carry the target
-    shardings; abstract_opt_state=None restores params and meta only (inference).
-    set_aside_unreadable: rename an unreadable step folder to `unreadable-<step>` (kept, not
-    deleted) so that training can write that step again."""
-    directory = Path(directory).absolute()
+def _newest_readable(directory: Path, items: dict, set_aside_unreadable: bool) -> tuple[int, dict] | None:
+    """(step, restored items) of the newest step under `directory` that restores; an unreadable
+    one is named in the log (and optionally renamed to `unreadable-<step>`) and the next older
+    one is tried. None when the folder has no checkpoint; an error when none of them reads."""
     if not directory.is_dir():
         return None
     mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     try:
-        for step in sorted(mngr.all_steps(), reverse=True):
-            items = dict(params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore())
-            if abstract_opt_state is not None:
-                items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+        steps = sorted(mngr.all_steps(), reverse=True)
+        for step in steps:
             try:
-                out = mngr.restore(step, args=ocp.args.Composite(**items))
+                return step, mngr.restore(step, args=ocp.args.Composite(**items))
             except Exception as e:  # corrupt, truncated or mismatched: say which, try the older one
                 log.error("checkpoint %s is unreadable (%s: %s); trying an older one",
                           directory / str(step), type(e).__name__, str(e)[:300])
@@ -73,31 +67,35 @@ def restore(directory: str | Path, abstract_params: Any, abstract_opt_state: Any
                     aside = directory / f"unreadable-{step}"
                     (directory / str(step)).rename(aside)
                     log.error("moved it to %s", aside)
-                continue
-            return step, out["params"], out.get("opt_state"), dict(out["meta"])
-        if mngr.all_steps():
-            raise RuntimeError(f"no readable checkpoint under {directory} (steps {sorted(mngr.all_steps())}); "
+        if steps:
+            raise RuntimeError(f"no readable checkpoint under {directory} (steps {sorted(steps)}); "
                                "the files are left in place")
         return None
     finally:
         mngr.close()
 
 
+def restore(directory: str | Path, abstract_params: Any, abstract_opt_state: Any | None = None,
+            set_aside_unreadable: bool = False) -> tuple[int, Any, Any, dict] | None:
+    """Newest readable checkpoint under `directory` (a checkpoints/ or best/ folder) as
+    (step, params, opt_state, meta), or None when there is none. Abstract trees carry the target
+    shardings; abstract_opt_state=None restores params and meta only (inference).
+    set_aside_unreadable: rename an unreadable step folder to `unreadable-<step>` (kept, not
+    deleted) so that training can write that step again."""
+    items = dict(params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore())
+    if abstract_opt_state is not None:
+        items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+    found = _newest_readable(Path(directory).absolute(), items, set_aside_unreadable)
+    if found is None:
+        return None
+    step, out = found
+    return step, out["params"], out.get("opt_state"), dict(out["meta"])
+
+
 def read_meta(directory: str | Path) -> dict | None:
     """The JSON metadata (config, data state) of the newest checkpoint, without touching arrays."""
-    directory = Path(directory).absolute()
-    if not directory.is_dir():
-        return None
-    mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
-    try:
-        for step in sorted(mngr.all_steps(), reverse=True):
-            try:
-                return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
-            except Exception as e:
-                log.error("checkpoint metadata %s is unreadable (%s); trying an older one", directory / str(step), e)
-        return None
-    finally:
-        mngr.close()
+    found = _newest_readable(Path(directory).absolute(), dict(meta=ocp.args.JsonRestore()), False)
+    return None if found is None else dict(found[1]["meta"])
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:

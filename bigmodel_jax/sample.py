@@ -19,7 +19,7 @@ from flax import nnx
 from bigmodel_jax import checkpoint
 from bigmodel_jax.data.tokenizers import load_tokenizer
 from bigmodel_jax.generate import generate
-from bigmodel_jax.train import TASKS
+from bigmodel_jax.train import TASKS, abstract_model
 
 
 def load_model(workdir: str | Path, which: str = "latest"):
@@ -31,12 +31,8 @@ def load_model(workdir: str | Path, which: str = "latest"):
         raise FileNotFoundError(f"no checkpoint under {directory}; train first: "
                                 f"python -m bigmodel_jax.train --config ... --workdir {workdir}")
     cfg = ml_collections.ConfigDict(json.loads(meta["config"]))
-    task = TASKS[cfg.task]
-    abstract = nnx.eval_shape(lambda: task.build_model(cfg, nnx.Rngs(0)))
-    graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-    abstract_params = nnx.to_pure_dict(abstract_params)
-    restored = checkpoint.restore(directory, abstract_params)
-    step, params = restored[0], restored[1]
+    graphdef, abstract_params, _ = abstract_model(cfg, TASKS[cfg.task])
+    step, params, _, _ = checkpoint.restore(directory, abstract_params)
     return nnx.merge(graphdef, params), load_tokenizer(workdir), step
 
 

@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 
@@ -50,15 +49,20 @@ def enable_compilation_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def abstract_model(cfg: ml_collections.ConfigDict, task) -> tuple[Any, dict, dict]:
+    """(graphdef, params as a pure dict of ShapeDtypeStructs, their logical specs), no allocation."""
+    model = nnx.eval_shape(lambda: task.build_model(cfg, nnx.Rngs(0)))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+        raise TypeError(f"the model holds non-Param state the trainer would drop: {rest}")
+    return graphdef, nnx.to_pure_dict(params), sharding.param_specs(model)
+
+
 def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
     """Abstract model -> shardings from the logical rules -> params and optimizer state created
     directly in their shards (no full copy on one device)."""
-    abstract_model = nnx.eval_shape(lambda: task.build_model(cfg, nnx.Rngs(0)))
-    graphdef, abstract_params, rest = nnx.split(abstract_model, nnx.Param, ...)
-    if jax.tree.leaves(rest):
-        raise TypeError(f"the model holds non-Param state the trainer would drop: {rest}")
-    abstract_params = nnx.to_pure_dict(abstract_params)
-    param_sh = sharding.shardings_for(abstract_params, sharding.param_specs(abstract_model), mesh)
+    graphdef, abstract_params, specs = abstract_model(cfg, task)
+    param_sh = sharding.shardings_for(abstract_params, specs, mesh)
 
     def init_params(key):
         return nnx.to_pure_dict(nnx.state(task.build_model(cfg, nnx.Rngs(params=key)), nnx.Param))

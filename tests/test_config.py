@@ -3,7 +3,7 @@
 import pytest
 
 from bigmodel_jax.config import ConfigError, parse_config_args, validate
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT
 
 CONFIG = str(ROOT / "configs" / "gpt_char.py")
 

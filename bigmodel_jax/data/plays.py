@@ -64,7 +64,6 @@ def parse_play(markdown: str, stats: collections.Counter, seen: set[str]) -> Ite
         text = "\n".join(lines).strip()
         return {"act": act, "scene": scene_idx, "text": text + "\n"} if text else None
 
-    speaker_next = False
     for raw in markdown.splitlines():
         s = raw.strip()
         if s.startswith("# "):  # title
