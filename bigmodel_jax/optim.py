@@ -29,6 +29,17 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def l1_penalty(strength: float) -> optax.GradientTransformation:
+    """Adds strength * sign(p) to the gradient of every matrix: the (sub)gradient of an L1 term
+    strength * sum|p| in the loss, so it runs before clipping and Adam's scaling, as the loss
+    term would. Norm scales and biases are left alone, as with weight decay."""
+    def update(grads, state, params):
+        mask = decay_mask(params)
+        return jax.tree.map(lambda g, p, m: g + strength * jnp.sign(p) if m else g, grads, params, mask), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """cfg is `config.optim`. Returns (tx, schedule)."""
     schedule = learning_rate_schedule(cfg, num_steps)
@@ -40,7 +51,8 @@ def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> tuple[opt
     else:  # sgd with momentum; weight decay as coupled L2 the way torch.optim.SGD does it
         core = optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
                            optax.sgd(schedule, momentum=cfg.momentum or None))
-    chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    chain = [l1_penalty(cfg.l1)] if cfg.l1 > 0 else []  # weight_decay is the L2 knob
+    chain += [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     return optax.chain(*chain, core), schedule
 
 

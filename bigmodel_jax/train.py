@@ -25,13 +25,13 @@ import ml_collections
 import optax
 from flax import nnx
 
-from bigmodel_jax import checkpoint, config as config_lib, metrics as metrics_lib, sharding
+from bigmodel_jax import checkpoint, config as config_lib, metrics as metrics_lib, pretrained, sharding
 from bigmodel_jax.optim import accumulate_gradients, build_optimizer
-from bigmodel_jax.tasks import causal_lm
+from bigmodel_jax.tasks import causal_lm, classify, mlm, qa, regress, tag
 
 log = logging.getLogger("bigmodel_jax.train")
 
-TASKS = {"causal_lm": causal_lm}
+TASKS = {"causal_lm": causal_lm, "mlm": mlm, "classify": classify, "regress": regress, "tag": tag, "qa": qa}
 
 
 @dataclass
@@ -39,7 +39,11 @@ class TrainResult:
     step: int
     train_losses: dict[int, float] = field(default_factory=dict)  # step -> loss at each log step
     val_losses: dict[int, float] = field(default_factory=dict)
-    best_val_loss: float = math.inf
+    val_metrics: dict[int, dict] = field(default_factory=dict)  # step -> every validation metric
+    metric: str = "loss"  # train.eval_metric
+    best_metric: float = math.nan  # its best validation value
+    best_step: int = 0
+    test_metrics: dict = field(default_factory=dict)  # the test split, with the params the run ends on
     stopped_early: bool = False
 
 
@@ -109,13 +113,19 @@ def make_eval_step(graphdef, task, param_sh, mesh):
                    out_shardings=sharding.replicated(mesh))
 
 
-def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
+def evaluate(eval_step, params, batches, mesh, perplexity: bool = False) -> dict[str, float]:
+    """Metrics over all batches, each batch weighted by its "weight" metric when the task gives
+    one (real examples or tokens in it), else equally."""
     totals: dict[str, float] = {}
+    total_weight = 0.0
     for b in batches:
-        for k, v in jax.device_get(eval_step(params, sharding.put_batch(b, mesh))).items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-    out = {k: v / len(batches) for k, v in totals.items()}
-    if "loss" in out:
+        m = {k: float(v) for k, v in jax.device_get(eval_step(params, sharding.put_batch(b, mesh))).items()}
+        w = m.pop("weight", 1.0)
+        total_weight += w
+        for k, v in m.items():
+            totals[k] = totals.get(k, 0.0) + w * v
+    out = {k: v / max(total_weight, 1e-9) for k, v in totals.items()}
+    if perplexity:  # the loss is a per-token negative log-likelihood (language models)
         out["perplexity"] = math.exp(min(out["loss"], 50.0))
     return out
 
@@ -137,6 +147,54 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
             "use a new --workdir or the saved model settings")
 
 
+def _flat(tree: Any) -> dict[str, Any]:
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def source_params(init_from: str) -> dict[str, Any]:
+    """Params to start from, flat {path: array}: a Hugging Face directory (config.json +
+    model.safetensors; "minilm" = the packaged one) or a workdir of ours (its newest checkpoint,
+    whatever its task)."""
+    path = pretrained.resolve(init_from)
+    if (path / "config.json").is_file():
+        from bigmodel_jax import hf
+        return _flat(hf.bert_params_from_dir(path)[1])
+    meta = checkpoint.read_meta(path / "checkpoints")
+    if meta is None:
+        raise config_lib.ConfigError("init_from", init_from, "a workdir with checkpoints/ inside, or a Hugging "
+                                                             "Face directory with config.json + model.safetensors")
+    src_cfg = ml_collections.ConfigDict(json.loads(meta["config"]))
+    _, abstract, _ = abstract_model(src_cfg, TASKS[src_cfg.task])
+    return _flat(checkpoint.restore(path / "checkpoints", abstract)[1])
+
+
+def transfer_params(params: Any, param_sh: Any, source: dict[str, Any], init_from: str) -> Any:
+    """Every parameter whose path and shape the source has is taken from it; the rest (a new
+    finetuning head) keep their fresh init. Both sides are logged; a shape clash is an error."""
+    flat_sh = _flat(param_sh)
+    taken, new = [], []
+
+    def pick(path, leaf):
+        key = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        if key not in source:
+            new.append(key)
+            return leaf
+        if tuple(source[key].shape) != tuple(leaf.shape):
+            raise config_lib.ConfigError("init_from", init_from, f"its tensor {key} has shape {source[key].shape}, "
+                                         f"the model's is {leaf.shape}; the model section must match the source")
+        taken.append(key)
+        return jax.device_put(jnp.asarray(source[key], leaf.dtype), flat_sh[key])
+
+    params = jax.tree_util.tree_map_with_path(pick, params)
+    if not taken:
+        raise config_lib.ConfigError("init_from", init_from, "shares no parameter with this model")
+    unused = sorted(set(source) - set(taken))
+    log.info("initialized %d tensors from %s; new (fresh init): %s; not used: %s", len(taken), init_from,
+             new or "none", unused or "none")
+    return params
+
+
 def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | None = None,
           devices: list | None = None, stop_after: int | None = None) -> TrainResult:
     """Trains (or resumes) in workdir. devices: a subset of jax.devices() (tests), default all.
@@ -153,7 +211,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
 
     data = task.make_data(cfg, workdir, jax.process_index(), jax.process_count())
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # a private copy: the vocab comes from the data
-    cfg.model.vocab_size = data.tokenizer.vocab_size
+    cfg.model.update(data.model_overrides)
     check_same_model(workdir, cfg)
 
     graphdef, params, param_sh, tx, schedule, opt_sh = init_state(cfg, task, mesh)
@@ -162,8 +220,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     train_step = make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)
     eval_step = make_eval_step(graphdef, task, param_sh, mesh)
 
+    lm_task = cfg.task in ("causal_lm", "mlm")
     data_iter = iter(data.train)
-    result = TrainResult(step=0)
+    result = TrainResult(step=0, metric=cfg.train.eval_metric)
+    higher_is_better = config_lib.EVAL_METRICS[result.metric]
     evals_since_best = 0
     restored = checkpoint.restore(workdir / "checkpoints", checkpoint.abstract_like(params, param_sh),
                                   checkpoint.abstract_like(opt_state, opt_sh), set_aside_unreadable=True)
@@ -171,18 +231,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     if restored is not None:
         result.step, params, opt_state, meta = restored
         data_iter.set_state(meta["data_state"])
-        result.best_val_loss = meta.get("best_val_loss", math.inf)
+        result.best_metric, result.best_step = meta.get("best_metric", math.nan), meta.get("best_step", 0)
         evals_since_best = meta.get("evals_since_best", 0)
         log.info("resumed from %s at step %d", workdir / "checkpoints" / str(result.step), result.step)
     elif cfg.init_from:
-        init = checkpoint.restore(Path(cfg.init_from).expanduser() / "checkpoints",
-                                  checkpoint.abstract_like(params, param_sh))
-        if init is None:
-            raise config_lib.ConfigError("init_from", cfg.init_from, "a workdir with checkpoints/ inside")
-        params = init[1]
-        log.info("initialized params from %s (step %d)", cfg.init_from, init[0])
-    log.info("model: %s params; train %d tokens, validation %d tokens", f"{n_params:,}",
-             data.train_tokens, data.val_tokens)
+        params = transfer_params(params, param_sh, source_params(cfg.init_from), cfg.init_from)
+    log.info("model: %s params; train %s, validation %s", f"{n_params:,}", data.train_size, data.val_size)
 
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
     flops_per_step = tokens_per_step * metrics_lib.flops_per_token(
@@ -192,23 +246,25 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
 
     def meta_now(step: int) -> dict:
         return {"step": step, "data_state": data_iter.get_state(), "config": cfg.to_json(),
-                "best_val_loss": result.best_val_loss, "evals_since_best": evals_since_best,
-                "tokenizer": cfg.data.tokenizer}
+                "best_metric": result.best_metric, "best_step": result.best_step,
+                "evals_since_best": evals_since_best}
 
     def run_eval(step: int) -> None:
         nonlocal evals_since_best
-        ev = evaluate(eval_step, params, data.eval_batches, mesh)
-        result.val_losses[step] = ev["loss"]
+        ev = evaluate(eval_step, params, data.eval_batches, mesh, lm_task)
+        result.val_losses[step], result.val_metrics[step] = ev["loss"], ev
         writer.write(step, "validation", ev)
-        if ev["loss"] < result.best_val_loss:
-            result.best_val_loss, evals_since_best = ev["loss"], 0
+        value, best = ev[result.metric], result.best_metric
+        if math.isnan(best) or (value > best if higher_is_better else value < best):
+            result.best_metric, result.best_step, evals_since_best = value, step, 0
             ckpt.save(step, params, opt_state, meta_now(step), best=True)
         else:
             evals_since_best += 1
-        log.info("step %d  validation loss %.4f  perplexity %.2f  (best %.4f)", step, ev["loss"],
-                 ev["perplexity"], result.best_val_loss)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in ev.items() if k != "perplexity" or result.metric == "loss")
+        log.info("step %d  validation %s  (best %s %.4f at step %d)", step, shown, result.metric,
+                 result.best_metric, result.best_step)
         if bar is not None:
-            bar.update(task_id, val=f"{ev['loss']:.4f}")
+            bar.update(task_id, val=f"{value:.4f}")
 
     bar = metrics_lib.make_progress(is_main and (sys.stderr.isatty() if progress is None else progress))
     task_id = None
@@ -242,8 +298,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
             if step % cfg.train.eval_every == 0 or step == cfg.train.num_steps:
                 run_eval(step)
                 if cfg.train.patience and evals_since_best >= cfg.train.patience:
-                    log.info("early stop at step %d: no better validation loss in %d evaluations",
-                             step, evals_since_best)
+                    log.info("early stop at step %d: no better validation %s in %d evaluations",
+                             step, result.metric, evals_since_best)
                     result.stopped_early = True
                 t_last, steps_since = time.perf_counter(), 0  # eval time is not training time
             if step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or result.stopped_early:
@@ -251,6 +307,20 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                 t_last, steps_since = time.perf_counter(), 0
             if result.stopped_early or step == stop_after:
                 break
+        ckpt.wait()
+        finished = step >= cfg.train.num_steps or result.stopped_early  # not a simulated kill (stop_after)
+        if finished and cfg.train.restore_best and result.best_step:
+            params = checkpoint.restore(workdir / "best", checkpoint.abstract_like(params, param_sh))[1]
+            log.info("restored the best params (step %d, validation %s %.4f)", result.best_step, result.metric,
+                     result.best_metric)
+        if finished and data.test_batches:
+            result.test_metrics = evaluate(eval_step, params, data.test_batches, mesh, lm_task)
+            writer.write(step, "test", result.test_metrics)
+            log.info("test split (%s params): %s", f"best, step {result.best_step}" if cfg.train.restore_best
+                     else "final", "  ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items()))
+            if is_main:
+                (workdir / "test_metrics.json").write_text(json.dumps(
+                    dict(result.test_metrics, step=result.best_step if cfg.train.restore_best else step), indent=1))
     finally:
         if bar is not None:
             bar.stop()
@@ -282,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     except config_lib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    print(f"done: step {result.step}, best validation loss {result.best_val_loss:.4f}"
-          + (" (stopped early)" if result.stopped_early else ""))
+    print(f"done: step {result.step}, best validation {result.metric} {result.best_metric:.4f} "
+          f"(step {result.best_step})" + (" (stopped early)" if result.stopped_early else "")
+          + "".join(f", test {k} {v:.4f}" for k, v in result.test_metrics.items()))
     return 0
 
 

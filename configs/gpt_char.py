@@ -44,13 +44,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         name="adamw", lr=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
         b1=0.9, b2=0.99, eps=1e-8, momentum=0.9, weight_decay=0.1, clip_norm=1.0,
+        l1=0.0,  # L1 penalty strength on matrices (weight_decay is the L2 one)
     ))
     c.train = ml_collections.ConfigDict(dict(
         # 4 micro-batches of 3: the same gradient, but intermediates stay in cache (1.3x faster)
         num_steps=5000, batch_size=12, grad_accum_steps=4,
         log_every=50, eval_every=500, eval_batches=50,
         checkpoint_every=500, keep_checkpoints=3,
-        patience=0,  # evaluations without a better validation loss before stopping; 0 = off
+        eval_metric="loss",  # the validation metric that decides the best checkpoint and early stopping
+        patience=0,  # evaluations without a better validation metric before stopping; 0 = off
+        restore_best=False,  # end on the best checkpoint's params (and report the test split with them)
     ))
     c.parallel = ml_collections.ConfigDict(dict(mode="jit", data=-1, fsdp=1, tensor=1))
 

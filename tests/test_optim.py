@@ -10,7 +10,7 @@ from bigmodel_jax.optim import accumulate_gradients, build_optimizer, decay_mask
 
 def optim_cfg(**kw):
     base = dict(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1, b1=0.9, b2=0.99,
-                eps=1e-8, momentum=0.9, weight_decay=0.1, clip_norm=1.0)
+                eps=1e-8, momentum=0.9, weight_decay=0.1, clip_norm=1.0, l1=0.0)
     base.update(kw)
     return ml_collections.ConfigDict(base)
 
@@ -69,3 +69,17 @@ def test_gradient_accumulation_equals_full_batch():
     g4, m4 = accumulate_gradients(loss_and_grad, w, batch, 4, jax.random.PRNGKey(0))
     np.testing.assert_allclose(g1["w"], g4["w"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+
+
+def test_l1_penalty_is_the_gradient_of_an_l1_term_on_matrices_only():
+    params = {"kernel": jnp.array([[1.0, -2.0], [0.5, -0.1]]), "bias": jnp.array([3.0, -3.0])}
+    grads = jax.tree.map(jnp.zeros_like, params)
+    sgd = optim_cfg(name="sgd", momentum=0.0, weight_decay=0.0, clip_norm=0.0, l1=0.01, warmup_steps=0,
+                    schedule="constant", lr=1.0)
+    tx, _ = build_optimizer(sgd, 10)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["kernel"], -0.01 * np.sign(params["kernel"]))
+    np.testing.assert_allclose(updates["bias"], 0.0)
+    # the same as differentiating the penalty written into the loss
+    loss_grad = jax.grad(lambda p: 0.01 * jnp.abs(p["kernel"]).sum())(params)
+    np.testing.assert_allclose(updates["kernel"], -loss_grad["kernel"])

@@ -67,3 +67,40 @@ def eval_batches(tokens: np.ndarray, seq_len: int, global_batch: int, num_batche
         w = np.stack([src[first + r] for r in range(per_process)])
         out.append({"inputs": w[:, :-1], "targets": w[:, 1:]})
     return out
+
+
+def example_dataset(arrays: dict[str, np.ndarray], global_batch: int, seed: int, process_index: int = 0,
+                    process_count: int = 1, transform=None) -> grain.MapDataset:
+    """Infinite MapDataset of per-process batches of whole examples (row i of every array), a new
+    seeded order each epoch. transform(example, rng) -> example runs per element with a seeded
+    numpy Generator (MLM masking), so batch s is a pure function of (seed, s)."""
+    if global_batch % process_count:
+        raise ValueError(f"batch {global_batch} does not divide over {process_count} processes")
+    n = len(next(iter(arrays.values())))
+    ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(None)
+    if transform is None:
+        ds = ds.map(lambda i: {k: v[i] for k, v in arrays.items()})
+    else:
+        ds = ds.random_map(lambda i, rng: transform({k: v[i] for k, v in arrays.items()}, rng), seed=seed)
+    return ds[process_index::process_count].batch(global_batch // process_count)
+
+
+def example_eval_batches(arrays: dict[str, np.ndarray], global_batch: int, process_index: int = 0,
+                         process_count: int = 1, max_batches: int = 0) -> list[dict[str, np.ndarray]]:
+    """Every example once, in order (the first max_batches batches if > 0). The last batch is
+    filled up with copies of example 0 whose "weight" is 0, so shapes stay fixed (one compile)
+    and the padding counts for nothing in the metrics."""
+    n = len(next(iter(arrays.values())))
+    num_batches = -(-n // global_batch)
+    if max_batches > 0:
+        num_batches = min(num_batches, max_batches)
+    per_process = global_batch // process_count
+    out = []
+    for b in range(num_batches):
+        rows = b * global_batch + process_index * per_process + np.arange(per_process)
+        real = rows < n
+        rows = np.where(real, rows, 0)
+        batch = {k: v[rows] for k, v in arrays.items()}
+        batch["weight"] = real.astype(np.float32)
+        out.append(batch)
+    return out

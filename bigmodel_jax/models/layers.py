@@ -222,17 +222,20 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-LN Transformer block: x + Attn(Norm(x)), then x + MLP(Norm(x))."""
+    """Pre-LN Transformer block (GPT-2, Llama): x + Attn(Norm(x)), then x + MLP(Norm(x)).
+    post_norm=True is the original Transformer / BERT order: Norm(x + Attn(x)), then Norm(x + MLP(x))."""
 
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp_dim: int, *, rngs: nnx.Rngs,
                  causal: bool, norm: str = "layernorm", activation: str = "gelu", use_rope: bool = False,
                  rope_theta: float = 10000.0, use_bias: bool = True, dropout: float = 0.0,
-                 out_std: float = 0.02, dtype: Any = jnp.float32):
-        self.attn_norm = Norm(dim, norm, use_bias=use_bias)
+                 out_std: float = 0.02, dtype: Any = jnp.float32, post_norm: bool = False,
+                 norm_eps: float = 1e-5):
+        self.post_norm, self.dtype = post_norm, dtype
+        self.attn_norm = Norm(dim, norm, eps=norm_eps, use_bias=use_bias)
         self.attn = Attention(dim, num_heads, num_kv_heads, rngs=rngs, causal=causal, use_rope=use_rope,
                               rope_theta=rope_theta, use_bias=use_bias, dropout=dropout, out_std=out_std,
                               dtype=dtype)
-        self.mlp_norm = Norm(dim, norm, use_bias=use_bias)
+        self.mlp_norm = Norm(dim, norm, eps=norm_eps, use_bias=use_bias)
         self.mlp = MLP(dim, mlp_dim, activation, rngs=rngs, use_bias=use_bias, out_std=out_std, dtype=dtype)
         self.dropout = nnx.Dropout(dropout)
 
@@ -240,6 +243,12 @@ class Block(nnx.Module):
                  cache: KVCache | None = None, cache_index: Array | None = None,
                  rngs: nnx.Rngs | None = None) -> tuple[Array, KVCache | None]:
         det = rngs is None
+        if self.post_norm:
+            h, cache = self.attn(x, positions_bt, mask_bts=mask_bts, cache=cache, cache_index=cache_index,
+                                 rngs=rngs)
+            x = self.attn_norm(x + self.dropout(h, deterministic=det, rngs=rngs)).astype(self.dtype)
+            h = self.mlp(x)
+            return self.mlp_norm(x + self.dropout(h, deterministic=det, rngs=rngs)).astype(self.dtype), cache
         h, cache = self.attn(self.attn_norm(x), positions_bt, mask_bts=mask_bts, cache=cache,
                              cache_index=cache_index, rngs=rngs)
         x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)

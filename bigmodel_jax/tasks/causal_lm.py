@@ -1,14 +1,12 @@
 """Causal language modelling: next-token cross-entropy on packed sequences of the plays.
 
-A task gives the trainer four things: build_model, loss_fn, make_data and matmul_params (for
-FLOPs). The trainer knows nothing else about it.
+The task protocol is in tasks/__init__.py.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -17,11 +15,28 @@ import numpy as np
 import optax
 from flax import nnx
 
+from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import pipeline, plays
 from bigmodel_jax.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 from bigmodel_jax.models.gpt import GPT, count_params
+from bigmodel_jax.tasks import TaskData
 
 log = logging.getLogger(__name__)
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    m = cfg.model
+    if m.width % m.num_heads:
+        raise ConfigError("model.num_heads", m.num_heads, f"must divide model.width={m.width}")
+    kv = m.num_kv_heads or m.num_heads
+    if kv < 0 or m.num_heads % kv:
+        raise ConfigError("model.num_kv_heads", m.num_kv_heads,
+                          f"must divide model.num_heads={m.num_heads} (0 means = num_heads)")
+    if m.positions == "rope" and (m.width // m.num_heads) % 2:
+        raise ConfigError("model.positions", m.positions, "rope needs an even head dim (width / num_heads)")
+    if cfg.data.seq_len > m.max_len:
+        raise ConfigError("data.seq_len", cfg.data.seq_len, f"at most model.max_len={m.max_len}")
+    plays.check_plays_dir(cfg.data.plays_dir)
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> GPT:
@@ -43,17 +58,8 @@ def loss_fn(model: GPT, batch: dict[str, jax.Array], rngs: nnx.Rngs | None) -> t
     return loss, {"loss": loss}
 
 
-@dataclass
-class LMData:
-    tokenizer: Tokenizer
-    train: object  # grain.MapDataset of per-process batches
-    eval_batches: list[dict[str, np.ndarray]]
-    train_tokens: int
-    val_tokens: int
-
-
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
-              process_count: int = 1) -> LMData:
+              process_count: int = 1) -> TaskData:
     """Text of both splits via the TFDS builder, the workdir's tokenizer (trained on the train
     split on the first run, reloaded after), and the grain pipelines."""
     d = cfg.data
@@ -78,4 +84,5 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
                                    process_index, process_count)
     evals = pipeline.eval_batches(val_ids, d.seq_len, cfg.train.batch_size, cfg.train.eval_batches,
                                   process_index, process_count)
-    return LMData(tokenizer, train, evals, len(train_ids), len(val_ids))
+    return TaskData(tokenizer, train, evals, f"{len(train_ids):,} tokens", f"{len(val_ids):,} tokens",
+                    model_overrides={"vocab_size": tokenizer.vocab_size})

@@ -1,0 +1,39 @@
+"""Finetune a BERT encoder to classify Shakespeare speeches by genre (6 classes, split by scene).
+
+    # (a) the packaged pretrained MiniLM (its shape and vocabulary replace model.* / the tokenizer)
+    python -m bigmodel_jax.train --config configs/bert_cls.py --config.init_from=minilm --workdir runs/cls_minilm
+    # (b) our MLM-pretrained small BERT (train configs/bert_mlm.py into runs/bert_mlm first)
+    python -m bigmodel_jax.train --config configs/bert_cls.py --config.init_from=runs/bert_mlm --workdir runs/cls_mlm
+    # (c) the same small BERT and vocabulary from random init
+    python -m bigmodel_jax.train --config configs/bert_cls.py --config.data.tokenizer_dir=runs/bert_mlm/tokenizer \
+        --workdir runs/cls_scratch
+
+Variants: `play` (38 plays), `polarity` (gensim's 200 review sentences). The run ends on the best
+validation accuracy (early stopping with patience) and prints the test split's accuracy; the
+results table is in the README (python -m experiments.pretraining_helps).
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("_bert_mlm", Path(__file__).with_name("bert_mlm.py"))
+_bert_mlm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bert_mlm)
+
+
+def get_config(variant: str = ""):
+    c = _bert_mlm.get_config()
+    c.task = "classify"
+    c.data.update(dataset="plays_genre", seq_len=64, max_train_examples=0)
+    c.optim.update(lr=1e-4, warmup_steps=100, weight_decay=0.01)
+    c.train.update(num_steps=1500, batch_size=32, log_every=50, eval_every=150, eval_batches=1000,
+                   checkpoint_every=150, keep_checkpoints=1, eval_metric="accuracy", patience=4,
+                   restore_best=True)
+    if variant == "play":
+        c.data.dataset = "plays_play"
+    elif variant == "polarity":
+        c.data.update(dataset="polarity", seq_len=64)
+        c.train.update(num_steps=300, batch_size=16, eval_every=25, checkpoint_every=25, patience=4)
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r} of bert_cls.py; valid: '', 'play', 'polarity'")
+    return c

@@ -1,0 +1,30 @@
+"""Finetune a BERT encoder for extractive QA: speaker attribution over a few speeches of a scene.
+
+No QA set ships offline, so the task is derived from the real plays: 'Who says "<the opening
+words of a speech>"?' over consecutive speeches; the answer is that speech's speaker heading.
+For SQuAD-format files: --config.data.dataset=squad --config.data.train_file=... (and
+validation_file, test_file).
+
+    python -m bigmodel_jax.train --config configs/bert_qa.py --config.init_from=minilm --workdir runs/qa_minilm
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("_bert_mlm", Path(__file__).with_name("bert_mlm.py"))
+_bert_mlm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bert_mlm)
+
+
+def get_config(variant: str = ""):
+    c = _bert_mlm.get_config()
+    c.task = "qa"
+    c.data.update(dataset="plays_speaker_qa", seq_len=192, max_train_examples=4000)
+    c.model.max_len = 192
+    c.optim.update(lr=1e-4, warmup_steps=50, weight_decay=0.01)
+    c.train.update(num_steps=600, batch_size=16, log_every=50, eval_every=100, eval_batches=25,
+                   checkpoint_every=100, keep_checkpoints=1, eval_metric="exact_match", patience=3,
+                   restore_best=True)
+    if variant:
+        raise ValueError(f"unknown variant {variant!r} of bert_qa.py")
+    return c

@@ -1,0 +1,141 @@
+"""Finetuning heads' losses and metrics on tiny batches with known answers; MLM masking
+statistics; BERT padding invariance; the example pipelines."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from bigmodel_jax.data import pipeline
+from bigmodel_jax.models.bert import Bert, BertMLM, count_params
+from bigmodel_jax.models.heads import classification_loss, regression_loss, span_loss, tagging_loss
+from bigmodel_jax.tasks.mlm import mask_tokens, num_predictions
+
+
+def small_bert_cfg(**kw):
+    base = dict(vocab_size=50, num_layers=2, width=32, num_heads=4, mlp_dim=64, max_len=16, type_vocab_size=2,
+                activation="gelu", norm_eps=1e-12, dropout=0.0, dtype="float32", num_outputs=3)
+    base.update(kw)
+    return ml_collections.ConfigDict(base)
+
+
+def test_classification_loss_and_accuracy_known_answer():
+    logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [9.0, 0.0, 0.0]])
+    labels = jnp.array([0, 2, 1])
+    weight = jnp.array([1.0, 1.0, 0.0])  # the third row is padding: ignored
+    loss, m = classification_loss(logits, labels, weight)
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 2))
+    ce1 = -math.log(1 / (math.exp(3) + 2))
+    assert float(loss) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
+    assert float(m["accuracy"]) == pytest.approx(0.5)
+    assert float(m["weight"]) == 2.0
+
+
+def test_regression_loss_known_answer():
+    loss, m = regression_loss(jnp.array([1.0, -1.0, 5.0]), jnp.array([0.0, 1.0, 0.0]), jnp.array([1.0, 1.0, 0.0]))
+    assert float(loss) == pytest.approx((1 + 4) / 2) and float(m["mae"]) == pytest.approx(1.5)
+
+
+def test_tagging_loss_ignores_unlabelled_tokens_and_scores_f1():
+    # 1 row, 4 tokens: labels [-1 (special), 1 (B), 0 (O), 2 (I)]; predictions: B, B, O, O
+    logits = jnp.full((1, 4, 3), -5.0).at[0, 0, 1].set(5).at[0, 1, 1].set(5).at[0, 2, 0].set(5).at[0, 3, 0].set(5)
+    labels = jnp.array([[-1, 1, 0, 2]])
+    loss, m = tagging_loss(logits, labels, jnp.ones(1))
+    assert float(m["weight"]) == 3  # three labelled tokens
+    assert float(m["accuracy"]) == pytest.approx(2 / 3)
+    # entities (non-O) true: 2 tokens, predicted: 1 token (pos 1, correct): F1 = 2*1/(1+2)
+    assert float(m["f1"]) == pytest.approx(2 / 3)
+    ce_wrong = -jax.nn.log_softmax(jnp.array([5.0, -5.0, -5.0]))[2]
+    assert float(loss) == pytest.approx(float((2 * (-jax.nn.log_softmax(jnp.array([5.0, -5, -5]))[0]) + ce_wrong) / 3),
+                                        rel=1e-5)
+
+
+def test_span_loss_exact_match_f1_and_context_mask():
+    t = 6
+    logits = jnp.zeros((2, t, 2))
+    # row 0: predicts start 2, end 3 (true 2..3); row 1: predicts 1..1, true 1..2
+    logits = logits.at[0, 2, 0].set(10).at[0, 3, 1].set(10).at[1, 1, 0].set(10).at[1, 1, 1].set(10)
+    # a huge score outside the context (the question) must never be picked
+    logits = logits.at[1, 5, 0].set(100)
+    context = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]], bool)
+    _, m = span_loss(logits, jnp.array([2, 1]), jnp.array([3, 2]), context, jnp.ones(2))
+    assert float(m["exact_match"]) == pytest.approx(0.5)
+    assert float(m["f1"]) == pytest.approx((1.0 + 2 * 1 / (1 + 2)) / 2)
+
+
+def test_mlm_masking_statistics():
+    rng = np.random.default_rng(0)
+    specials = frozenset({0, 1, 2, 3, 4})
+    replacement = np.arange(5, 1000)
+    t = 130
+    k = num_predictions(t, 0.15)
+    assert k == round(0.15 * 128)
+    chosen = masked = random = kept = 0
+    for i in range(400):
+        ids = np.concatenate([[2], rng.integers(5, 1000, t - 2), [3]]).astype(np.int32)
+        ex = mask_tokens(ids, np.random.default_rng(i), k, 4, replacement, specials)
+        pos = ex["masked_positions"]
+        assert len(set(pos.tolist())) == k and pos.min() >= 1 and pos.max() <= t - 2  # never [CLS]/[SEP]
+        np.testing.assert_array_equal(ex["masked_labels"], ids[pos])
+        untouched = np.setdiff1d(np.arange(t), pos)
+        np.testing.assert_array_equal(ex["input_ids"][untouched], ids[untouched])
+        new = ex["input_ids"][pos]
+        chosen += k
+        masked += (new == 4).sum()
+        kept += (new == ids[pos]).sum()
+        random += ((new != 4) & (new != ids[pos])).sum()
+        assert not np.isin(new[new != 4], list(specials)).any()
+    # 7,600 chosen tokens: 80/10/10 within ~4 standard errors
+    assert masked / chosen == pytest.approx(0.8, abs=0.02)
+    assert random / chosen == pytest.approx(0.1, abs=0.015)  # (a random pick equal to the original counts as kept)
+    assert kept / chosen == pytest.approx(0.1, abs=0.015)
+
+
+def test_bert_padding_never_changes_real_tokens():
+    model = Bert(small_bert_cfg(), rngs=nnx.Rngs(0))
+    ids = jnp.array([[2, 7, 8, 9, 3]])
+    alone = model(ids, jnp.zeros_like(ids), jnp.ones_like(ids))
+    # padded with arbitrary ids and a second segment type under the mask
+    padded_ids = jnp.array([[2, 7, 8, 9, 3, 11, 12, 13]])
+    mask = jnp.array([[1, 1, 1, 1, 1, 0, 0, 0]])
+    types = jnp.array([[0, 0, 0, 0, 0, 1, 1, 1]])
+    padded = model(padded_ids, types, mask)
+    np.testing.assert_allclose(padded[:, :5], alone, atol=1e-5)
+
+
+def test_bert_param_count_and_mlm_shapes():
+    cfg = small_bert_cfg()
+    model = BertMLM(cfg, rngs=nnx.Rngs(0))
+    n = sum(x.size for x in jax.tree.leaves(nnx.state(model.bert, nnx.Param)))
+    assert n == count_params(cfg)
+    logits = model(jnp.ones((2, 8), jnp.int32), None, None, jnp.array([[1, 3], [2, 5]]))
+    assert logits.shape == (2, 2, 50)
+    full = model(jnp.ones((2, 8), jnp.int32), None, None, None)
+    np.testing.assert_allclose(logits[0, 1], full[0, 3], atol=1e-5)  # gathered = the same position
+
+
+def test_example_eval_batches_cover_every_example_once_with_zero_weight_padding():
+    arrays = {"x": np.arange(10), "label": np.arange(10) % 3}
+    batches = pipeline.example_eval_batches(arrays, 4)
+    assert len(batches) == 3
+    seen = np.concatenate([b["x"][b["weight"] > 0] for b in batches])
+    np.testing.assert_array_equal(seen, np.arange(10))
+    assert batches[-1]["weight"].tolist() == [1, 1, 0, 0]
+    # two processes together give the same global batches
+    halves = [pipeline.example_eval_batches(arrays, 4, p, 2) for p in range(2)]
+    for b, (h0, h1) in enumerate(zip(*halves)):
+        np.testing.assert_array_equal(np.concatenate([h0["x"], h1["x"]]), batches[b]["x"])
+
+
+def test_example_dataset_is_a_function_of_seed_and_step():
+    arrays = {"x": np.arange(20)}
+    a = pipeline.example_dataset(arrays, 4, seed=3)
+    b = pipeline.example_dataset(arrays, 4, seed=3)
+    np.testing.assert_array_equal(a[7]["x"], b[7]["x"])
+    epoch = np.concatenate([a[i]["x"] for i in range(5)])
+    assert sorted(epoch.tolist()) == list(range(20))  # an epoch visits each example once
+    assert not np.array_equal(epoch, np.concatenate([a[i]["x"] for i in range(5, 10)]))  # reshuffled
