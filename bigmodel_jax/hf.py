@@ -1,21 +1,31 @@
-"""Hugging Face safetensors directories <-> our models. GPT-2 so far (BERT and ViT: later issues).
+"""Hugging Face safetensors directories <-> our models: GPT-2 (import) and BERT (import and export).
 
 Only safetensors are read (never pickled `.bin` files). A directory is `config.json` +
-`model.safetensors`, as `save_pretrained` writes it.
+`model.safetensors`, as `save_pretrained` writes it. BERT tensors are mapped by one table
+(`_bert_pairs`) used in both directions, so import and export cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
+from bigmodel_jax.models.bert import Bert, BertMLM
 from bigmodel_jax.models.gpt import GPT
+
+if TYPE_CHECKING:
+    from bigmodel_jax.data.wordpiece import WordPieceTokenizer
+
+log = logging.getLogger(__name__)
 
 
 def gpt2_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
@@ -34,9 +44,10 @@ def gpt2_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
 
 
 def _set(var: nnx.Param, value: np.ndarray, name: str) -> None:
-    if tuple(var[...].shape) != tuple(value.shape):
-        raise ValueError(f"tensor {name}: shape {value.shape} does not fit the model's {var[...].shape}")
-    var[...] = jnp.asarray(value, jnp.float32)
+    """Replaces the parameter's value (concrete, or abstract from nnx.eval_shape) after a shape check."""
+    if tuple(var.shape) != tuple(value.shape):
+        raise ValueError(f"tensor {name}: shape {value.shape} does not fit the model's {var.shape}")
+    var.set_value(jnp.asarray(value, jnp.float32))
 
 
 def load_gpt2_weights(model: GPT, tensors: dict[str, np.ndarray]) -> GPT:
@@ -71,9 +82,8 @@ def load_gpt2_weights(model: GPT, tensors: dict[str, np.ndarray]) -> GPT:
     return model
 
 
-def load_gpt2_dir(directory: str | Path, dtype: str = "float32") -> GPT:
-    """A GPT-2 model directory (config.json + model.safetensors) as our GPT."""
-    directory = Path(directory)
+def _read_dir(directory: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(config.json as a dict, model.safetensors as numpy arrays); errors name the file."""
     for name in ("config.json", "model.safetensors"):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name} is missing (a Hugging Face directory holds config.json "
@@ -86,5 +96,199 @@ def load_gpt2_dir(directory: str | Path, dtype: str = "float32") -> GPT:
         tensors = load_file(str(directory / "model.safetensors"))
     except Exception as e:
         raise ValueError(f"corrupt {directory / 'model.safetensors'}: {e}") from e
+    return hf_cfg, tensors
+
+
+def load_gpt2_dir(directory: str | Path, dtype: str = "float32") -> GPT:
+    """A GPT-2 model directory (config.json + model.safetensors) as our GPT."""
+    hf_cfg, tensors = _read_dir(Path(directory))
     model = GPT(gpt2_config(hf_cfg, dtype), rngs=nnx.Rngs(0))
     return load_gpt2_weights(model, tensors)
+
+
+# ----------------------------------------------------------------------------- BERT
+BERT_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+_MLM_PREFIX = "cls.predictions."
+
+
+def bert_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
+    """Our BERT `model` config for a transformers BertConfig dict."""
+    if hf.get("model_type") != "bert":
+        raise ValueError(f"expected a BERT config (model_type 'bert'), got {hf.get('model_type')!r}")
+    act = hf.get("hidden_act", "gelu")
+    if act not in BERT_ACTIVATIONS:
+        raise ValueError(f"unsupported BERT hidden_act {act!r}; supported: {sorted(BERT_ACTIVATIONS)}")
+    positions = hf.get("position_embedding_type", "absolute")
+    if positions != "absolute":
+        raise ValueError(f"unsupported BERT position_embedding_type {positions!r}; only 'absolute' is supported")
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    return ml_collections.ConfigDict(dict(
+        vocab_size=hf["vocab_size"], num_layers=hf["num_hidden_layers"], width=hf["hidden_size"],
+        num_heads=hf["num_attention_heads"], mlp_dim=hf["intermediate_size"], max_len=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2), activation=BERT_ACTIVATIONS[act],
+        norm_eps=hf.get("layer_norm_eps", 1e-12), dropout=hf.get("hidden_dropout_prob", 0.1), dtype=dtype))
+
+
+def _bert_pairs(bert: Bert) -> list[tuple[nnx.Param, str, bool]]:
+    """(our parameter, BertModel tensor name, stored transposed?) for the encoder without the pooler.
+    torch Linear weights are [out, in]; our kernels are [in, out]."""
+    pairs = [(bert.word_embed.embedding, "embeddings.word_embeddings.weight", False),
+             (bert.pos_embed, "embeddings.position_embeddings.weight", False),
+             (bert.type_embed, "embeddings.token_type_embeddings.weight", False),
+             (bert.embed_norm.scale, "embeddings.LayerNorm.weight", False),
+             (bert.embed_norm.bias, "embeddings.LayerNorm.bias", False)]
+    for i, blk in enumerate(bert.blocks):
+        p = f"encoder.layer.{i}."
+        for dense, name in ((blk.attn.query, "attention.self.query"), (blk.attn.key, "attention.self.key"),
+                            (blk.attn.value, "attention.self.value"), (blk.attn.out, "attention.output.dense"),
+                            (blk.mlp.up, "intermediate.dense"), (blk.mlp.down, "output.dense")):
+            pairs += [(dense.kernel, p + name + ".weight", True), (dense.bias, p + name + ".bias", False)]
+        for norm, name in ((blk.attn_norm, "attention.output.LayerNorm"), (blk.mlp_norm, "output.LayerNorm")):
+            pairs += [(norm.scale, p + name + ".weight", False), (norm.bias, p + name + ".bias", False)]
+    return pairs
+
+
+def _pooler_pairs(bert: Bert) -> list[tuple[nnx.Param, str, bool]]:
+    return [(bert.pooler.kernel, "pooler.dense.weight", True), (bert.pooler.bias, "pooler.dense.bias", False)]
+
+
+def _mlm_pairs(model: BertMLM) -> list[tuple[nnx.Param, str, bool]]:
+    """The MLM head; its decoder weight is the word embeddings (tied), so it has no pair of its own."""
+    p = _MLM_PREFIX + "transform."
+    return [(model.mlm_dense.kernel, p + "dense.weight", True), (model.mlm_dense.bias, p + "dense.bias", False),
+            (model.mlm_norm.scale, p + "LayerNorm.weight", False), (model.mlm_norm.bias, p + "LayerNorm.bias", False),
+            (model.mlm_bias, _MLM_PREFIX + "bias", False)]
+
+
+def _bert_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Checkpoint names as BertModel's: BertForMaskedLM & co's `bert.` prefix dropped, old TF-port
+    LayerNorm `gamma`/`beta` read as weight/bias, the MLM bias taken from the decoder when alone."""
+    t = {}
+    for name, value in tensors.items():
+        name = name.removeprefix("bert.")
+        if name.endswith(("LayerNorm.gamma", "LayerNorm.beta")):
+            name = name.rsplit(".", 1)[0] + (".weight" if name.endswith("gamma") else ".bias")
+        t[name] = value
+    if _MLM_PREFIX + "bias" not in t and _MLM_PREFIX + "decoder.bias" in t:
+        t[_MLM_PREFIX + "bias"] = t[_MLM_PREFIX + "decoder.bias"]
+    return t
+
+
+def _optional(t: dict, pairs: list, what: str, level: int = logging.INFO) -> list:
+    """`pairs` if the checkpoint has all of them; if it has none, they are initialized as transformers
+    does (weights normal(0, 0.02), LayerNorm scales 1, biases 0; logged) and [] is returned. A partial
+    group is an error."""
+    missing = [name for _, name, _ in pairs if name not in t]
+    if missing and len(missing) < len(pairs):
+        raise ValueError(f"the checkpoint's {what} is incomplete: missing {missing}")
+    if not missing:
+        return pairs
+    log.log(level, "the checkpoint has no %s; it is freshly initialized", what)
+    rng = np.random.default_rng(0)
+    for var, name, _ in pairs:
+        if name.endswith("LayerNorm.weight"):
+            var.set_value(jnp.ones(var.shape, jnp.float32))
+        elif name.endswith("bias"):
+            var.set_value(jnp.zeros(var.shape, jnp.float32))
+        else:
+            var.set_value(jnp.asarray(rng.normal(0.0, 0.02, var.shape), jnp.float32))
+    return []
+
+
+def load_bert_tensors(model: Bert | BertMLM, tensors: dict[str, np.ndarray]) -> Bert | BertMLM:
+    """Copies BERT tensors (BertModel names, or `bert.`-prefixed as in BertForMaskedLM) into a `Bert`
+    or a `BertMLM`, which may be abstract (`nnx.eval_shape`): every parameter gets a value. The
+    pooler and the MLM head are taken when the checkpoint has them, else freshly initialized
+    (logged); every encoder tensor must be there."""
+    t = _bert_names(tensors)
+    mlm = isinstance(model, BertMLM)
+    bert = model.bert if mlm else model
+    pairs = _bert_pairs(bert)
+    missing = [name for _, name, _ in pairs if name not in t]
+    if missing:
+        raise ValueError(f"not a BERT checkpoint for this model: {len(missing)} tensors missing, e.g. {missing[:4]}")
+    if f"encoder.layer.{len(bert.blocks)}.attention.self.query.weight" in t:
+        raise ValueError(f"the checkpoint has more than the model's {len(bert.blocks)} layers")
+    pairs += _optional(t, _pooler_pairs(bert), "pooler")
+    if mlm:
+        pairs += _optional(t, _mlm_pairs(model), "MLM head (cls.predictions.*)", logging.WARNING)
+    for var, name, transposed in pairs:
+        _set(var, t[name].T if transposed else t[name], name)
+    decoder = t.get(_MLM_PREFIX + "decoder.weight")
+    if mlm and decoder is not None and not np.array_equal(decoder, t["embeddings.word_embeddings.weight"]):
+        log.warning("cls.predictions.decoder.weight differs from the word embeddings; ours are tied, it is ignored")
+    unset = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
+             if isinstance(x, jax.ShapeDtypeStruct)]
+    if unset:  # a parameter added to models/bert.py without a name in _bert_pairs
+        raise ValueError(f"no checkpoint name is mapped to the model's parameters {unset}")
+    ignored = {"embeddings.position_ids", _MLM_PREFIX + "decoder.weight", _MLM_PREFIX + "decoder.bias"}
+    unused = sorted(set(t) - {name for _, name, _ in pairs} - ignored)
+    if unused:
+        log.info("checkpoint tensors not used: %s", unused)
+    return model
+
+
+def _abstract_bert(cfg: ml_collections.ConfigDict, mlm: bool) -> Bert | BertMLM:
+    """The model without its random init (each init op compiles for its shape: seconds on this CPU)."""
+    return nnx.eval_shape(lambda: BertMLM(cfg, rngs=nnx.Rngs(0)) if mlm else Bert(cfg, rngs=nnx.Rngs(0)))
+
+
+def load_bert_dir(directory: str | Path, dtype: str = "float32", mlm: bool = False) -> Bert | BertMLM:
+    """A BERT model directory (config.json + model.safetensors) as our Bert, or BertMLM with mlm=True."""
+    hf_cfg, tensors = _read_dir(Path(directory))
+    return load_bert_tensors(_abstract_bert(bert_config(hf_cfg, dtype), mlm), tensors)
+
+
+def bert_params_from_dir(directory: str | Path) -> tuple[ml_collections.ConfigDict, dict]:
+    """(our model config, params as a pure dict) of a BERT directory, for initializing a finetuning
+    model by path: {"bert": {...}} plus the MLM head's mlm_dense / mlm_norm / mlm_bias when the
+    checkpoint has it. Parts the checkpoint lacks (the pooler of a BertForMaskedLM) are left out."""
+    hf_cfg, tensors = _read_dir(Path(directory))
+    cfg = bert_config(hf_cfg)
+    t = _bert_names(tensors)
+    mlm = all(name in t for name in (_MLM_PREFIX + "bias", _MLM_PREFIX + "transform.dense.weight"))
+    model = load_bert_tensors(_abstract_bert(cfg, mlm), tensors)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    if not mlm:
+        params = {"bert": params}
+    if "pooler.dense.weight" not in t:
+        del params["bert"]["pooler"]
+    return cfg, params
+
+
+def save_bert_dir(model: Bert | BertMLM, directory: str | Path, tokenizer: WordPieceTokenizer | None = None) -> Path:
+    """Writes a directory transformers loads: config.json, model.safetensors (BertModel names for a
+    Bert; BertForMaskedLM's, `bert.`-prefixed with cls.predictions.* and the tied decoder, for a
+    BertMLM) and, given a WordPieceTokenizer, its files. The pooler is always written."""
+    mlm = isinstance(model, BertMLM)
+    bert = model.bert if mlm else model
+    c = bert.cfg
+    if tokenizer is not None and tokenizer.vocab_size != c.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model's vocab_size is {c.vocab_size}")
+    prefix = "bert." if mlm else ""
+    pairs = [(var, prefix + name, tr) for var, name, tr in _bert_pairs(bert) + _pooler_pairs(bert)]
+    if mlm:
+        pairs += _mlm_pairs(model)
+    tensors = {name: np.asarray(var[...], np.float32).T if tr else np.asarray(var[...], np.float32)
+               for var, name, tr in pairs}
+    if mlm:  # tied in torch; written out for loaders that do not tie
+        tensors[_MLM_PREFIX + "decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"].copy()
+        tensors[_MLM_PREFIX + "decoder.bias"] = tensors[_MLM_PREFIX + "bias"].copy()
+    hf_cfg = {
+        "architectures": ["BertForMaskedLM" if mlm else "BertModel"], "model_type": "bert",
+        "vocab_size": c.vocab_size, "hidden_size": c.width, "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads, "intermediate_size": c.mlp_dim,
+        "hidden_act": "gelu" if c.activation == "gelu" else "gelu_new",
+        "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.dropout,
+        "max_position_embeddings": c.max_len, "type_vocab_size": c.type_vocab_size, "initializer_range": 0.02,
+        "layer_norm_eps": c.norm_eps, "pad_token_id": 0 if tokenizer is None else tokenizer.pad_id,
+        "position_embedding_type": "absolute", "tie_word_embeddings": True, "dtype": "float32"}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(directory / "model.safetensors"),
+              metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    return directory

@@ -73,7 +73,7 @@ class BertMLM(nnx.Module):
         h = self.bert(input_ids_bt, token_type_ids_bt, attention_mask_bt, rngs=rngs)
         if masked_positions_bk is not None:
             h = jnp.take_along_axis(h, masked_positions_bk[..., None], axis=1)  # [B, K, D]
-        h = self.mlm_norm(jax.nn.gelu(self.mlm_dense(h), approximate=False))
+        h = self.mlm_norm(jax.nn.gelu(self.mlm_dense(h), approximate=self.bert.cfg.activation == "gelu_tanh"))
         return self.bert.word_embed.attend(h, self.bert.dtype) + self.mlm_bias[...]
 
 
