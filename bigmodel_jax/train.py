@@ -62,6 +62,23 @@ def abstract_model(cfg: ml_collections.ConfigDict, task) -> tuple[Any, dict, dic
     return graphdef, nnx.to_pure_dict(params), sharding.param_specs(model)
 
 
+def load_trained(workdir: str | Path, which: str = "latest", dtype: str | None = None):
+    """(model, config, step) from a workdir's newest `latest` or `best` checkpoint, for inference."""
+    directory = Path(workdir) / ("best" if which == "best" else "checkpoints")
+    meta = checkpoint.read_meta(directory)
+    if meta is None:
+        raise FileNotFoundError(f"no checkpoint under {directory}; train first: "
+                                f"python -m bigmodel_jax.train --config ... --workdir {workdir}")
+    cfg = ml_collections.ConfigDict(json.loads(meta["config"]))
+    if cfg.task not in TASKS:
+        raise ValueError(f"{directory}: unknown task {cfg.task!r} in its checkpoint; valid: {sorted(TASKS)}")
+    if dtype:
+        cfg.model.dtype = dtype
+    graphdef, abstract_params, _ = abstract_model(cfg, TASKS[cfg.task])
+    step, params, _, _ = checkpoint.restore(directory, abstract_params)
+    return nnx.merge(graphdef, params), cfg, step
+
+
 def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
     """Abstract model -> shardings from the logical rules -> params and optimizer state created
     directly in their shards (no full copy on one device)."""
@@ -280,7 +297,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
             step += 1
             steps_since += 1
             if step % cfg.train.log_every == 0 or step == cfg.train.num_steps:
-                m = {k: float(v) for k, v in jax.device_get(m).items()}
+                m = {k: float(v) for k, v in jax.device_get(m).items() if k != "weight"}
                 dt = time.perf_counter() - t_last
                 m["tokens_per_s"] = tokens_per_step * steps_since / dt
                 m["mfu"] = flops_per_step * steps_since / dt / peak

@@ -79,3 +79,61 @@ def test_each_finetuning_task_trains(config, metric, mlm_workdir, tfds_dir, tmp_
     assert set(result.test_metrics) >= {"loss", metric}
     losses = list(result.train_losses.values())
     assert losses[-1] < losses[0]
+
+
+def _write_conll(path, n):
+    words = ["Romeo", "loves", "Juliet", "in", "Verona", "and", "Paris", "waits", "at", "Mantua"]
+    tags = ["B-PER", "O", "B-PER", "O", "B-LOC", "O", "B-PER", "O", "O", "B-LOC"]
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for i in range(n):
+        k = 3 + i % 7
+        lines += [f"{w} NNP B-NP {t}" for w, t in zip(words[:k], tags[:k])] + [""]
+    path.write_text("\n".join(lines))
+
+
+def _write_squad(path, n):
+    import json as _json
+    paragraphs = []
+    for i in range(n):
+        context = f"ROMEO: But soft, what light through yonder window breaks? JULIET: Ay me. Line {i}."
+        paragraphs.append({"context": context, "qas": [
+            {"id": f"q{i}", "question": "Who says Ay me?", "answers": [{"text": "JULIET", "answer_start": context.index("JULIET")}]},
+            {"id": f"u{i}", "question": "Who says farewell?", "answers": [], "is_impossible": True}]})
+    path.write_text(_json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": paragraphs}]}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,dataset,write", [("bert_tag.py", "conll", _write_conll),
+                                                  ("bert_qa.py", "squad", _write_squad)])
+def test_standard_format_files_train_from_random_init(config, dataset, write, tfds_dir, tmp_path):
+    """CoNLL-2003 and SQuAD-format files (written here: none ship offline) through the task and
+    the trainer, with a WordPiece vocabulary trained on the training file."""
+    files = {}
+    for split, n in (("train", 64), ("validation", 16), ("test", 16)):
+        files[split] = tmp_path / f"{split}.{'txt' if dataset == 'conll' else 'json'}"
+        write(files[split], n)
+    cfg = bert_config(config, tfds_dir, **{
+        "data.dataset": dataset, "data.train_file": str(files["train"]), "data.validation_file": str(files["validation"]),
+        "data.test_file": str(files["test"]), "data.vocab_size": 200, "data.seq_len": 32, "data.max_train_examples": 0,
+        "train.num_steps": 30, "train.batch_size": 8, "train.eval_every": 15, "train.checkpoint_every": 15,
+        "train.eval_batches": 2, "optim.lr": 3e-3, "optim.warmup_steps": 3, "model.max_len": 32})
+    result = train_lib.train(cfg, tmp_path / "run", progress=False, devices=jax.devices()[:1])
+    losses = list(result.train_losses.values())
+    assert losses[-1] < 0.5 * losses[0]  # a handful of repeated sentences: learnt quickly
+    assert (tmp_path / "run" / "tokenizer" / "vocab.txt").is_file()
+
+
+@pytest.mark.slow
+def test_bert_sharded_over_data_fsdp_tensor_matches_one_device(mlm_workdir, tfds_dir, tmp_path):
+    """Finetuning from the MLM workdir on 8 fake devices (data 2 x fsdp 2 x tensor 2) gives the
+    losses of one device: the BERT params' logical axes map onto the mesh correctly."""
+    src, _ = mlm_workdir
+    common = {"init_from": str(src), "data.max_train_examples": 200, "train.num_steps": 6, "train.batch_size": 8,
+              "train.log_every": 1, "train.eval_every": 6, "train.checkpoint_every": 6, "train.eval_batches": 2,
+              "data.seq_len": 32, "model.dropout": 0.1}
+    one = train_lib.train(bert_config("bert_cls.py", tfds_dir, **common, **{"parallel.data": 1}), tmp_path / "one",
+                          progress=False, devices=jax.devices()[:1])
+    many = train_lib.train(bert_config("bert_cls.py", tfds_dir, **common, **{
+        "parallel.data": 2, "parallel.fsdp": 2, "parallel.tensor": 2}), tmp_path / "many", progress=False)
+    np.testing.assert_allclose(list(many.train_losses.values()), list(one.train_losses.values()), rtol=2e-5)
+    assert many.test_metrics["accuracy"] == pytest.approx(one.test_metrics["accuracy"])

@@ -82,3 +82,32 @@ def test_train_cli_reports_config_error_before_compiling(tmp_path, capsys, tfds_
     assert rc == 2
     assert "model.num_heads" in capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists()
+
+
+def bert_parse(file, *overrides):
+    return parse_config_args(["--config", str(ROOT / "configs" / file), *overrides])[0]
+
+
+def test_bert_config_files_load_and_validate():
+    for file in ("bert_mlm.py", "bert_cls.py", "bert_cls.py:play", "bert_cls.py:polarity", "bert_regress.py",
+                 "bert_tag.py", "bert_qa.py"):
+        validate(bert_parse(file), num_devices=1)
+
+
+def test_bert_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"data.dataset.*'imdb'.*one of \['plays_genre', 'plays_play', 'polarity'\]"):
+        validate(bert_parse("bert_cls.py", "--config.data.dataset=imdb"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"init_from.*/no/such/run.*neither"):
+        validate(bert_parse("bert_cls.py", "--config.init_from=/no/such/run"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"data.seq_len.*at most model.max_len=128"):
+        validate(bert_parse("bert_mlm.py", "--config.data.seq_len=256"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"data.mask_rate.*0.15"):
+        validate(bert_parse("bert_mlm.py", "--config.data.mask_rate=1.5"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"train.eval_metric.*'auc'"):
+        validate(bert_parse("bert_cls.py", "--config.train.eval_metric=auc"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"data.train_file.*CoNLL"):
+        validate(bert_parse("bert_tag.py", "--config.data.dataset=conll"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"data.tokenizer_dir.*vocab.txt"):
+        validate(bert_parse("bert_cls.py", "--config.data.tokenizer_dir=/no/such/dir"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"train.eval_metric.*'mse'.*\['loss', 'accuracy'\] for task classify"):
+        validate(bert_parse("bert_cls.py", "--config.train.eval_metric=mse"), num_devices=1)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import Block, Dense, Embed, Norm, matmul, param
+from bigmodel_jax.models.layers import Block, Dense, Embed, Norm, param
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

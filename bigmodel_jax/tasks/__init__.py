@@ -1,5 +1,6 @@
 """Training objectives. A task module gives the trainer exactly these:
 
+    METRICS                                the evaluation metrics loss_fn reports (train.eval_metric picks one)
     validate(cfg)                          task-specific config checks (raise ConfigError), before compiling
     build_model(cfg, rngs) -> nnx.Module
     loss_fn(model, batch, rngs) -> (loss, metrics)   rngs=None: evaluation (no dropout)

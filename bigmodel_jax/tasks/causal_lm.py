@@ -11,17 +11,18 @@ from pathlib import Path
 
 import jax
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import pipeline, plays
-from bigmodel_jax.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
+from bigmodel_jax.data.tokenizers import load_tokenizer, train_tokenizer
 from bigmodel_jax.models.gpt import GPT, count_params
 from bigmodel_jax.tasks import TaskData
 
 log = logging.getLogger(__name__)
+
+METRICS = ("loss",)  # what loss_fn reports that train.eval_metric may pick
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

@@ -26,6 +26,8 @@ DATASETS = {
 }
 matmul_params = encoder.matmul_params
 
+METRICS = ("loss", "accuracy")  # what loss_fn reports that train.eval_metric may pick
+
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     encoder.validate(cfg)

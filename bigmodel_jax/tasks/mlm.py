@@ -26,6 +26,8 @@ from bigmodel_jax.tasks import TaskData, encoder
 
 log = logging.getLogger(__name__)
 
+METRICS = ("loss", "accuracy")  # what loss_fn reports that train.eval_metric may pick
+
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     encoder.validate(cfg)

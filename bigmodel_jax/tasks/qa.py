@@ -36,6 +36,8 @@ DATASETS = {
     "squad": _squad,
 }
 
+METRICS = ("loss", "exact_match", "f1")  # what loss_fn reports that train.eval_metric may pick
+
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     encoder.validate(cfg)

@@ -22,6 +22,8 @@ from bigmodel_jax.tasks import TaskData, encoder
 DATASETS = {"vader": lambda d: labeled.vader_valence(d.path or None)}
 matmul_params = encoder.matmul_params
 
+METRICS = ("loss", "mse")  # what loss_fn reports that train.eval_metric may pick
+
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     encoder.validate(cfg)

@@ -35,6 +35,8 @@ DATASETS = {
     "conll": _conll,
 }
 
+METRICS = ("loss", "accuracy", "f1")  # what loss_fn reports that train.eval_metric may pick
+
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     encoder.validate(cfg)
