@@ -13,16 +13,13 @@ validation accuracy (early stopping with patience) and prints the test split's a
 results table is in the README (python -m experiments.pretraining_helps).
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_bert_mlm", Path(__file__).with_name("bert_mlm.py"))
-_bert_mlm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bert_mlm)
+from bigmodel_jax.config import load_config_file
 
 
 def get_config(variant: str = ""):
-    c = _bert_mlm.get_config()
+    c = load_config_file(str(Path(__file__).with_name("bert_mlm.py")))
     c.task = "classify"
     c.data.update(dataset="plays_genre", seq_len=64, max_train_examples=0)
     c.optim.update(lr=1e-4, warmup_steps=100, weight_decay=0.01)

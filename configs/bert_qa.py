@@ -8,16 +8,13 @@ validation_file, test_file).
     python -m bigmodel_jax.train --config configs/bert_qa.py --config.init_from=minilm --workdir runs/qa_minilm
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_bert_mlm", Path(__file__).with_name("bert_mlm.py"))
-_bert_mlm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bert_mlm)
+from bigmodel_jax.config import load_config_file
 
 
 def get_config(variant: str = ""):
-    c = _bert_mlm.get_config()
+    c = load_config_file(str(Path(__file__).with_name("bert_mlm.py")))
     c.task = "qa"
     c.data.update(dataset="plays_speaker_qa", seq_len=192, max_train_examples=4000)
     c.model.max_len = 192

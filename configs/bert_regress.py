@@ -6,16 +6,13 @@ emoticon, with MSE (split by token).
 The run ends on the best validation MSE and prints the test split's MSE and MAE.
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_bert_mlm", Path(__file__).with_name("bert_mlm.py"))
-_bert_mlm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bert_mlm)
+from bigmodel_jax.config import load_config_file
 
 
 def get_config(variant: str = ""):
-    c = _bert_mlm.get_config()
+    c = load_config_file(str(Path(__file__).with_name("bert_mlm.py")))
     c.task = "regress"
     c.data.update(dataset="vader", seq_len=16)
     c.optim.update(lr=1e-4, warmup_steps=100, weight_decay=0.01)

@@ -8,16 +8,13 @@ Aumerle" said inside one. For CoNLL-2003 files: --config.data.dataset=conll
     python -m bigmodel_jax.train --config configs/bert_tag.py --config.init_from=minilm --workdir runs/tag_minilm
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_bert_mlm", Path(__file__).with_name("bert_mlm.py"))
-_bert_mlm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bert_mlm)
+from bigmodel_jax.config import load_config_file
 
 
 def get_config(variant: str = ""):
-    c = _bert_mlm.get_config()
+    c = load_config_file(str(Path(__file__).with_name("bert_mlm.py")))
     c.task = "tag"
     c.data.update(dataset="plays_speakers", seq_len=128, max_train_examples=4000)
     c.optim.update(lr=1e-4, warmup_steps=50, weight_decay=0.01)

@@ -9,18 +9,15 @@ counts logged at startup: 3.922 * 169,855 / 455,173 = 1.464 nats per character (
 model: 1.705 in f32 for 3500 steps, 1.623 with the bf16 default).
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("gpt_char", Path(__file__).with_name("gpt_char.py"))
-gpt_char = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gpt_char)
+from bigmodel_jax.config import load_config_file
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    c = gpt_char.get_config()
+    c = load_config_file(str(Path(__file__).with_name("gpt_char.py")))
     c.data.tokenizer = "bpe"
     c.data.bpe_vocab_size = 2048
     c.train.num_steps = 2500

@@ -14,7 +14,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import labeled, plays_tasks
 from bigmodel_jax.models.heads import EncoderWithHead, classification_loss
 from bigmodel_jax.tasks import TaskData, encoder
@@ -30,9 +29,7 @@ METRICS = ("loss", "accuracy")  # what loss_fn reports that train.eval_metric ma
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-    encoder.validate(cfg)
-    if cfg.data.dataset not in DATASETS:
-        raise ConfigError("data.dataset", cfg.data.dataset, f"one of {sorted(DATASETS)}")
+    encoder.validate(cfg, DATASETS)
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:
@@ -60,9 +57,5 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
     tok, overrides = encoder.tokenizer_and_architecture(cfg, Path(workdir), process_index,
                                                         lambda: [text for text, _ in splits.train])
     overrides["num_outputs"] = len(splits.label_names)
-    arrays = {}
-    for name in ("train", "validation", "test"):
-        records = getattr(splits, name)
-        arrays[name] = encoder.encode_text_pairs(tok, [text for text, _ in records], cfg.data.seq_len)
-        arrays[name]["label"] = np.asarray([label for _, label in records], np.int32)
+    arrays = encoder.text_target_arrays(tok, splits, cfg.data.seq_len, "label", np.int32)
     return encoder.example_data(cfg, tok, overrides, arrays, process_index, process_count)

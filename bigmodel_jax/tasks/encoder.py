@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "max_len", "type_vocab_size", "activation", "norm_eps")
 
 
-def validate(cfg: ml_collections.ConfigDict) -> None:
+def validate(cfg: ml_collections.ConfigDict, datasets: dict | None = None, file_formats: dict | None = None) -> None:
+    """The shared checks, plus data.dataset one of `datasets`; for the datasets in
+    `file_formats` ({name: what the files are}) the three split files must exist."""
+    if datasets is not None and cfg.data.dataset not in datasets:
+        raise ConfigError("data.dataset", cfg.data.dataset, f"one of {sorted(datasets)}")
+    if file_formats and cfg.data.dataset in file_formats:
+        for key in ("train_file", "validation_file", "test_file"):
+            if not Path(cfg.data[key]).expanduser().is_file():
+                raise ConfigError(f"data.{key}", cfg.data[key], file_formats[cfg.data.dataset])
     m = cfg.model
     if m.activation not in ("gelu", "gelu_tanh"):
         raise ConfigError("model.activation", m.activation, "one of ['gelu', 'gelu_tanh'] for BERT")
@@ -121,9 +129,16 @@ def cap_train(splits, max_examples: int, seed: int) -> None:
         splits.train = [splits.train[i] for i in sorted(keep)]
 
 
-def encode_text_pairs(tok: WordPieceTokenizer, texts: list[str], max_len: int) -> dict[str, np.ndarray]:
-    enc = tok.encode(texts, max_len=max_len)
-    return {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+def text_target_arrays(tok: WordPieceTokenizer, splits, max_len: int, target: str,
+                       dtype: type) -> dict[str, dict[str, np.ndarray]]:
+    """(text, target) records of each split -> encoded texts plus the target column."""
+    arrays = {}
+    for name in ("train", "validation", "test"):
+        records = getattr(splits, name)
+        enc = tok.encode([text for text, _ in records], max_len=max_len)
+        arrays[name] = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+        arrays[name][target] = np.asarray([value for _, value in records], dtype)
+    return arrays
 
 
 def matmul_params(cfg: ml_collections.ConfigDict) -> int:

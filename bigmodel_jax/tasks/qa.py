@@ -18,7 +18,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import labeled, plays_tasks
 from bigmodel_jax.models.heads import EncoderWithHead, span_loss
 from bigmodel_jax.tasks import TaskData, encoder
@@ -40,14 +39,7 @@ METRICS = ("loss", "exact_match", "f1")  # what loss_fn reports that train.eval_
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-    encoder.validate(cfg)
-    d = cfg.data
-    if d.dataset not in DATASETS:
-        raise ConfigError("data.dataset", d.dataset, f"one of {sorted(DATASETS)}")
-    if d.dataset == "squad":
-        for key in ("train_file", "validation_file", "test_file"):
-            if not Path(d[key]).expanduser().is_file():
-                raise ConfigError(f"data.{key}", d[key], "a SQuAD-format JSON file")
+    encoder.validate(cfg, DATASETS, {"squad": "a SQuAD-format JSON file"})
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:

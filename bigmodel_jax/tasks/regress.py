@@ -14,7 +14,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import labeled
 from bigmodel_jax.models.heads import EncoderWithHead, regression_loss
 from bigmodel_jax.tasks import TaskData, encoder
@@ -26,9 +25,7 @@ METRICS = ("loss", "mse")  # what loss_fn reports that train.eval_metric may pic
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-    encoder.validate(cfg)
-    if cfg.data.dataset not in DATASETS:
-        raise ConfigError("data.dataset", cfg.data.dataset, f"one of {sorted(DATASETS)}")
+    encoder.validate(cfg, DATASETS)
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:
@@ -47,9 +44,5 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
     tok, overrides = encoder.tokenizer_and_architecture(cfg, Path(workdir), process_index,
                                                         lambda: [text for text, _ in splits.train])
     overrides["num_outputs"] = 1
-    arrays = {}
-    for name in ("train", "validation", "test"):
-        records = getattr(splits, name)
-        arrays[name] = encoder.encode_text_pairs(tok, [text for text, _ in records], cfg.data.seq_len)
-        arrays[name]["target"] = np.asarray([value for _, value in records], np.float32)
+    arrays = encoder.text_target_arrays(tok, splits, cfg.data.seq_len, "target", np.float32)
     return encoder.example_data(cfg, tok, overrides, arrays, process_index, process_count)

@@ -16,7 +16,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import labeled, plays_tasks
 from bigmodel_jax.models.heads import EncoderWithHead, tagging_loss
 from bigmodel_jax.tasks import TaskData, encoder
@@ -39,14 +38,7 @@ METRICS = ("loss", "accuracy", "f1")  # what loss_fn reports that train.eval_met
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-    encoder.validate(cfg)
-    d = cfg.data
-    if d.dataset not in DATASETS:
-        raise ConfigError("data.dataset", d.dataset, f"one of {sorted(DATASETS)}")
-    if d.dataset == "conll":
-        for key in ("train_file", "validation_file", "test_file"):
-            if not Path(d[key]).expanduser().is_file():
-                raise ConfigError(f"data.{key}", d[key], "a CoNLL-format file (token ... tag per line)")
+    encoder.validate(cfg, DATASETS, {"conll": "a CoNLL-format file (token ... tag per line)"})
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:
