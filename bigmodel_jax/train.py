@@ -164,9 +164,13 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
             "use a new --workdir or the saved model settings")
 
 
+def _path_key(path) -> str:
+    """'bert/blocks/0/attn/query/kernel' for a pytree path: how init_from matches parameters."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
 def _flat(tree: Any) -> dict[str, Any]:
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {_path_key(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def source_params(init_from: str) -> dict[str, Any]:
@@ -193,7 +197,7 @@ def transfer_params(params: Any, param_sh: Any, source: dict[str, Any], init_fro
     taken, new = [], []
 
     def pick(path, leaf):
-        key = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        key = _path_key(path)
         if key not in source:
             new.append(key)
             return leaf

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlm-workdir", default="runs/bert_mlm")
     p.add_argument("--out", default="runs/pretraining_helps")
     p.add_argument("--datasets", default="polarity,genre")
+    p.add_argument("--starts", default="abc", help="which of the finetuning starts (a) (b) (c) to run")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         force=True)
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         variant, shared = DATASETS[name]
         rows = {}
         for start, overrides in STARTS.items():
+            if start[1] not in args.starts:
+                continue
             workdir = out / f"{name}_{start[1]}"
             t0 = time.time()
             r = train_lib.train(config("bert_cls.py", variant, {**shared, **overrides(mlm)}), workdir, progress=False)

