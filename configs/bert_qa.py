@@ -6,6 +6,8 @@ For SQuAD-format files: --config.data.dataset=squad --config.data.train_file=...
 validation_file, test_file).
 
     python -m bigmodel_jax.train --config configs/bert_qa.py --config.init_from=minilm --workdir runs/qa_minilm
+
+Expected: not measured at this size yet (tests/test_bert_train.py runs it for 40 steps only).
 """
 
 from pathlib import Path

@@ -4,6 +4,10 @@ emoticon, with MSE (split by token).
     python -m bigmodel_jax.train --config configs/bert_regress.py --config.init_from=minilm --workdir runs/vader_minilm
 
 The run ends on the best validation MSE and prints the test split's MSE and MAE.
+
+Expected (measured 2026-11-29 with --config.train.num_steps=600, 2.5 min): test MSE 0.562
+(MAE 0.526) from MiniLM; 1.084 from our small MLM-pretrained BERT (--config.init_from=runs/bert_mlm
+--config.optim.lr=3e-4). Predicting the mean: 2.88; TF-IDF character n-grams + ridge: 1.01.
 """
 
 from pathlib import Path

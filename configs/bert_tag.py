@@ -6,6 +6,9 @@ Aumerle" said inside one. For CoNLL-2003 files: --config.data.dataset=conll
 --config.data.train_file=... --config.data.validation_file=... --config.data.test_file=...
 
     python -m bigmodel_jax.train --config configs/bert_tag.py --config.init_from=minilm --workdir runs/tag_minilm
+
+Expected: not measured at this size yet. A 2-layer, width-64 encoder pretrained for 300 steps reaches
+test F1 0.34 on 400 training windows (tests/test_bert_train.py); all-O scores 0.
 """
 
 from pathlib import Path
