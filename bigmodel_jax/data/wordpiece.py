@@ -96,7 +96,8 @@ class WordPieceTokenizer:
         """Train a vocab on raw lines; [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4."""
         tok = _bert_pipeline(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100), lowercase)
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(SPECIALS), continuing_subword_prefix="##")
+                                            special_tokens=list(SPECIALS), continuing_subword_prefix="##",
+                                            show_progress=False)  # its progress bar litters logs with blank lines
         tok.train_from_iterator(texts, trainer=trainer)
         return cls(tok, lowercase, source="trained tokenizer")
 
