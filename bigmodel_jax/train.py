@@ -63,7 +63,8 @@ def abstract_model(cfg: ml_collections.ConfigDict, task) -> tuple[Any, dict, dic
 
 
 def load_trained(workdir: str | Path, which: str = "latest", dtype: str | None = None):
-    """(model, config, step) from a workdir's newest `latest` or `best` checkpoint, for inference."""
+    """(model, config, step) from a workdir's newest `latest` or `best` checkpoint, whatever its
+    task (inference, and `init_from` a workdir)."""
     directory = Path(workdir) / ("best" if which == "best" else "checkpoints")
     meta = checkpoint.read_meta(directory)
     if meta is None:
@@ -181,13 +182,12 @@ def source_params(init_from: str) -> dict[str, Any]:
     if (path / "config.json").is_file():
         from bigmodel_jax import hf
         return _flat(hf.bert_params_from_dir(path)[1])
-    meta = checkpoint.read_meta(path / "checkpoints")
-    if meta is None:
-        raise config_lib.ConfigError("init_from", init_from, "a workdir with checkpoints/ inside, or a Hugging "
-                                                             "Face directory with config.json + model.safetensors")
-    src_cfg = ml_collections.ConfigDict(json.loads(meta["config"]))
-    _, abstract, _ = abstract_model(src_cfg, TASKS[src_cfg.task])
-    return _flat(checkpoint.restore(path / "checkpoints", abstract)[1])
+    try:
+        model, _, _ = load_trained(path)
+    except FileNotFoundError:
+        raise config_lib.ConfigError("init_from", init_from, "a workdir with checkpoints/ inside, or a Hugging Face "
+                                     "directory with config.json + model.safetensors") from None
+    return _flat(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
 def transfer_params(params: Any, param_sh: Any, source: dict[str, Any], init_from: str) -> Any:

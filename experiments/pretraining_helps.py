@@ -24,7 +24,7 @@ import jax
 
 from bigmodel_jax import baselines, train as train_lib
 from bigmodel_jax.config import apply_overrides, load_config_file
-from bigmodel_jax.tasks import classify
+from bigmodel_jax.tasks import classify, encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             r = train_lib.train(config("bert_cls.py", variant, {**shared, **overrides(mlm)}), workdir, progress=False)
             rows[start] = {"test_accuracy": r.test_metrics["accuracy"], "best_val_accuracy": r.best_metric,
                            "best_step": r.best_step, "steps": r.step, "seconds": round(time.time() - t0)}
-        splits = classify.load_splits(config("bert_cls.py", variant, shared))
+        splits = encoder.load_splits(config("bert_cls.py", variant, shared), classify.DATASETS)
         tfidf = baselines.tfidf_logreg(splits.train, splits.test)
         rows["(d) TF-IDF + logistic regression"] = {"test_accuracy": tfidf["accuracy"]}
         rows["majority class"] = {"test_accuracy": tfidf["majority_accuracy"]}

@@ -86,14 +86,12 @@ def example_dataset(arrays: dict[str, np.ndarray], global_batch: int, seed: int,
 
 
 def example_eval_batches(arrays: dict[str, np.ndarray], global_batch: int, process_index: int = 0,
-                         process_count: int = 1, max_batches: int = 0) -> list[dict[str, np.ndarray]]:
-    """Every example once, in order (the first max_batches batches if > 0). The last batch is
+                         process_count: int = 1) -> list[dict[str, np.ndarray]]:
+    """Every example once, in order. The last batch is
     filled up with copies of example 0 whose "weight" is 0, so shapes stay fixed (one compile)
     and the padding counts for nothing in the metrics."""
     n = len(next(iter(arrays.values())))
     num_batches = -(-n // global_batch)
-    if max_batches > 0:
-        num_batches = min(num_batches, max_batches)
     per_process = global_batch // process_count
     out = []
     for b in range(num_batches):

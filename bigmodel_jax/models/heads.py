@@ -6,8 +6,9 @@ cross-entropy, regression with MSE, as HF's BertForSequenceClassification) or on
 `.bert` in every BERT-family model, so `init_from` carries it over by parameter path and the head
 starts fresh.
 
-The losses take a per-example `weight_b` (0 for the padding rows that fill the last eval batch)
-and return (loss, metrics) with metrics as means over the real examples plus "weight".
+The losses take a per-example `weight_b` (0 for the padding rows that fill the last eval batch;
+None = all ones, as in training batches) and return (loss, metrics) with metrics as means over the
+real examples plus "weight".
 """
 
 from __future__ import annotations
@@ -41,23 +42,32 @@ def _wmean(x, w):
     return (x * w).sum() / jnp.maximum(w.sum(), 1e-9)
 
 
-def classification_loss(logits_bc: jax.Array, labels_b: jax.Array, weight_b: jax.Array) -> tuple[jax.Array, dict]:
+def _weights(weight_b: jax.Array | None, batch: int) -> jax.Array:
+    return jnp.ones(batch, jnp.float32) if weight_b is None else weight_b
+
+
+def classification_loss(logits_bc: jax.Array, labels_b: jax.Array,
+                        weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    weight_b = _weights(weight_b, labels_b.shape[0])
     ce = optax.softmax_cross_entropy_with_integer_labels(logits_bc, labels_b)
     loss = _wmean(ce, weight_b)
     acc = _wmean((logits_bc.argmax(-1) == labels_b).astype(jnp.float32), weight_b)
     return loss, {"loss": loss, "accuracy": acc, "weight": weight_b.sum()}
 
 
-def regression_loss(pred_b: jax.Array, target_b: jax.Array, weight_b: jax.Array) -> tuple[jax.Array, dict]:
+def regression_loss(pred_b: jax.Array, target_b: jax.Array,
+                    weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    weight_b = _weights(weight_b, target_b.shape[0])
     err = pred_b - target_b
     mse = _wmean(jnp.square(err), weight_b)
     return mse, {"loss": mse, "mse": mse, "mae": _wmean(jnp.abs(err), weight_b), "weight": weight_b.sum()}
 
 
-def tagging_loss(logits_btc: jax.Array, labels_bt: jax.Array, weight_b: jax.Array) -> tuple[jax.Array, dict]:
+def tagging_loss(logits_btc: jax.Array, labels_bt: jax.Array,
+                 weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """labels_bt: the tag of each word's first sub-token, -1 elsewhere (ignored). Tag 0 is "O";
     f1 is the micro F1 of the other tags over labelled tokens (token level)."""
-    w_bt = (labels_bt >= 0) * weight_b[:, None]
+    w_bt = (labels_bt >= 0) * _weights(weight_b, labels_bt.shape[0])[:, None]
     labels = jnp.maximum(labels_bt, 0)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits_btc, labels)
     loss = _wmean(ce, w_bt)
@@ -71,11 +81,12 @@ def tagging_loss(logits_btc: jax.Array, labels_bt: jax.Array, weight_b: jax.Arra
 
 
 def span_loss(logits_bt2: jax.Array, start_b: jax.Array, end_b: jax.Array, context_bt: jax.Array,
-              weight_b: jax.Array) -> tuple[jax.Array, dict]:
+              weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Extractive QA: cross-entropy of the start and of the end token over the positions where
     context_bt is True (the context's tokens and [CLS], which stands for "no answer in this
     window", as in BERT's SQuAD setup). exact_match: both ends right; f1: token overlap of the
     predicted span (best start, then best end at or after it) with the true span."""
+    weight_b = _weights(weight_b, start_b.shape[0])
     neg = jnp.finfo(jnp.float32).min
     start_logits = jnp.where(context_bt, logits_bt2[..., 0], neg)
     end_logits = jnp.where(context_bt, logits_bt2[..., 1], neg)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -38,22 +37,12 @@ def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHe
 
 def loss_fn(model: EncoderWithHead, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
     logits_bc = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
-    weight = batch.get("weight", jnp.ones(logits_bc.shape[0]))
-    return classification_loss(logits_bc, batch["label"], weight)
-
-
-def load_splits(cfg: ml_collections.ConfigDict) -> labeled.LabeledSplits:
-    """The dataset, with the training split cut to data.max_train_examples (a seeded sample) if > 0."""
-    d = ml_collections.ConfigDict(cfg.data.to_dict())
-    d.tfds_dir = str(Path(d.tfds_dir).expanduser())
-    splits = DATASETS[d.dataset](d)
-    encoder.cap_train(splits, d.max_train_examples, cfg.seed)
-    return splits
+    return classification_loss(logits_bc, batch["label"], batch.get("weight"))
 
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
-    splits = load_splits(cfg)
+    splits = encoder.load_splits(cfg, DATASETS)
     tok, overrides = encoder.tokenizer_and_architecture(cfg, Path(workdir), process_index,
                                                         lambda: [text for text, _ in splits.train])
     overrides["num_outputs"] = len(splits.label_names)

@@ -22,7 +22,7 @@ import numpy as np
 
 from bigmodel_jax import pretrained
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import pipeline
+from bigmodel_jax.data import labeled, pipeline
 from bigmodel_jax.data.wordpiece import WordPieceTokenizer
 from bigmodel_jax.models.bert import count_params
 from bigmodel_jax.tasks import TaskData
@@ -110,23 +110,31 @@ def example_data(cfg: ml_collections.ConfigDict, tok: WordPieceTokenizer, overri
     b = cfg.train.batch_size
     n = {k: len(next(iter(v.values()))) for k, v in splits.items()}
     train = pipeline.example_dataset(splits["train"], b, cfg.seed, process_index, process_count)
-    val = splits["validation"]
-    if n["validation"] > b * cfg.train.eval_batches:
-        keep = np.sort(np.random.default_rng(cfg.seed).permutation(n["validation"])[:b * cfg.train.eval_batches])
-        val = {k: v[keep] for k, v in val.items()}
+    keep = seeded_subset(n["validation"], b * cfg.train.eval_batches, cfg.seed)
+    val = {k: v[keep] for k, v in splits["validation"].items()}
     evals = pipeline.example_eval_batches(val, b, process_index, process_count)
     test = (pipeline.example_eval_batches(splits["test"], b, process_index, process_count)
             if "test" in splits else None)
-    shown = min(n["validation"], b * cfg.train.eval_batches)
-    return TaskData(tok, train, evals, f"{n['train']:,} examples", f"{shown:,} of {n['validation']:,} examples",
+    return TaskData(tok, train, evals, f"{n['train']:,} examples", f"{len(keep):,} of {n['validation']:,} examples",
                     test_batches=test, model_overrides=overrides)
 
 
-def cap_train(splits, max_examples: int, seed: int) -> None:
-    """Cuts the training split to a seeded sample of max_examples (0 = keep all), order kept."""
-    if 0 < max_examples < len(splits.train):
-        keep = np.random.default_rng(seed).permutation(len(splits.train))[:max_examples]
-        splits.train = [splits.train[i] for i in sorted(keep)]
+def seeded_subset(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of k of n records (all n when k <= 0 or k >= n): records
+    come grouped by play or label, so a prefix would be a biased sample."""
+    if k <= 0 or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+
+def load_splits(cfg: ml_collections.ConfigDict, datasets: dict) -> labeled.LabeledSplits:
+    """cfg.data.dataset read through `datasets` ({name: fn(data config)}), with data.tfds_dir
+    expanded and the training split cut to data.max_train_examples (0 = all)."""
+    d = ml_collections.ConfigDict(cfg.data.to_dict())
+    d.tfds_dir = str(Path(d.tfds_dir).expanduser())
+    splits = datasets[d.dataset](d)
+    splits.train = [splits.train[i] for i in seeded_subset(len(splits.train), d.max_train_examples, cfg.seed)]
+    return splits
 
 
 def text_target_arrays(tok: WordPieceTokenizer, splits, max_len: int, target: str,

@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import pipeline, plays
 from bigmodel_jax.models.bert import BertMLM, mlm_head_matmul_params
+from bigmodel_jax.models.heads import classification_loss
 from bigmodel_jax.tasks import TaskData, encoder
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,14 @@ def matmul_params(cfg: ml_collections.ConfigDict) -> int:
 
 
 def loss_fn(model: BertMLM, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
-    ids = batch["input_ids"]
-    logits_bkv = model(ids, None, None, batch["masked_positions"], rngs=rngs)
+    """Cross-entropy and accuracy over every predicted position: a classification of B*K tokens."""
+    logits_bkv = model(batch["input_ids"], None, None, batch["masked_positions"], rngs=rngs)
     labels_bk = batch["masked_labels"]
-    w_bk = jnp.broadcast_to(batch.get("weight", jnp.ones(ids.shape[0]))[:, None], labels_bk.shape)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits_bkv, labels_bk)
-    loss = (ce * w_bk).sum() / jnp.maximum(w_bk.sum(), 1e-9)
-    acc = ((logits_bkv.argmax(-1) == labels_bk) * w_bk).sum() / jnp.maximum(w_bk.sum(), 1e-9)
-    return loss, {"loss": loss, "accuracy": acc, "weight": w_bk.sum()}
+    w_bk = jnp.ones(labels_bk.shape, jnp.float32)
+    if "weight" in batch:  # padding rows of the last eval batch
+        w_bk = w_bk * batch["weight"][:, None]
+    vocab = logits_bkv.shape[-1]
+    return classification_loss(logits_bkv.reshape(-1, vocab), labels_bk.reshape(-1), w_bk.reshape(-1))
 
 
 def mask_tokens(ids_t: np.ndarray, rng: np.random.Generator, k: int, mask_id: int,

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -31,7 +30,7 @@ def _squad(d) -> labeled.LabeledSplits:
 
 
 DATASETS = {
-    "plays_speaker_qa": lambda d: plays_tasks.speaker_qa(str(Path(d.tfds_dir).expanduser()), d.plays_dir or None),
+    "plays_speaker_qa": lambda d: plays_tasks.speaker_qa(d.tfds_dir, d.plays_dir or None),
     "squad": _squad,
 }
 
@@ -48,8 +47,8 @@ def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHe
 
 def loss_fn(model: EncoderWithHead, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
     logits_bt2 = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
-    weight = batch.get("weight", jnp.ones(logits_bt2.shape[0]))
-    return span_loss(logits_bt2, batch["start"], batch["end"], batch["context_mask"].astype(bool), weight)
+    context_bt = batch["context_mask"].astype(bool)
+    return span_loss(logits_bt2, batch["start"], batch["end"], context_bt, batch.get("weight"))
 
 
 def encode_qa(tok, records: list[dict], max_len: int) -> dict[str, np.ndarray]:
@@ -79,8 +78,7 @@ def encode_qa(tok, records: list[dict], max_len: int) -> dict[str, np.ndarray]:
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
-    splits = DATASETS[cfg.data.dataset](cfg.data)
-    encoder.cap_train(splits, cfg.data.max_train_examples, cfg.seed)
+    splits = encoder.load_splits(cfg, DATASETS)
     tok, overrides = encoder.tokenizer_and_architecture(
         cfg, Path(workdir), process_index, lambda: [r["question"] + " " + r["context"] for r in splits.train])
     overrides["num_outputs"] = 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -34,13 +33,12 @@ def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHe
 
 def loss_fn(model: EncoderWithHead, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
     pred_b = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)[:, 0]
-    weight = batch.get("weight", jnp.ones(pred_b.shape[0]))
-    return regression_loss(pred_b, batch["target"], weight)
+    return regression_loss(pred_b, batch["target"], batch.get("weight"))
 
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
-    splits = DATASETS[cfg.data.dataset](cfg.data)
+    splits = encoder.load_splits(cfg, DATASETS)
     tok, overrides = encoder.tokenizer_and_architecture(cfg, Path(workdir), process_index,
                                                         lambda: [text for text, _ in splits.train])
     overrides["num_outputs"] = 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -30,7 +29,7 @@ def _conll(d) -> labeled.LabeledSplits:
 
 
 DATASETS = {
-    "plays_speakers": lambda d: plays_tasks.speaker_tagging(str(Path(d.tfds_dir).expanduser()), d.plays_dir or None),
+    "plays_speakers": lambda d: plays_tasks.speaker_tagging(d.tfds_dir, d.plays_dir or None),
     "conll": _conll,
 }
 
@@ -47,8 +46,7 @@ def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHe
 
 def loss_fn(model: EncoderWithHead, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
     logits_btc = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
-    weight = batch.get("weight", jnp.ones(logits_btc.shape[0]))
-    return tagging_loss(logits_btc, batch["labels"], weight)
+    return tagging_loss(logits_btc, batch["labels"], batch.get("weight"))
 
 
 def encode_tagged(tok, records: list[tuple[list[str], list[str]]], label_names: tuple[str, ...],
@@ -72,8 +70,7 @@ def encode_tagged(tok, records: list[tuple[list[str], list[str]]], label_names: 
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
-    splits = DATASETS[cfg.data.dataset](cfg.data)
-    encoder.cap_train(splits, cfg.data.max_train_examples, cfg.seed)
+    splits = encoder.load_splits(cfg, DATASETS)
     tok, overrides = encoder.tokenizer_and_architecture(cfg, Path(workdir), process_index,
                                                         lambda: [" ".join(words) for words, _ in splits.train])
     overrides["num_outputs"] = len(splits.label_names)
