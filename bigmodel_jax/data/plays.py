@@ -149,10 +149,10 @@ class ShakespearePlays(tfds.core.GeneratorBasedBuilder):
         raise AssertionError("unused: _split_generators yields the examples")
 
 
-def load_split_text(data_dir: str | Path, split: str, plays_dir: str | Path | None = None) -> str:
-    """Prepares the dataset once under data_dir, then returns the split as one string (scenes in
-    play order, separated by a blank line). TFDS shuffles records at write time; sorting by
-    (play, scene) keeps the text identical whatever the shuffle."""
+def load_scenes(data_dir: str | Path, split: str, plays_dir: str | Path | None = None) -> list[dict]:
+    """Prepares the dataset once under data_dir, then returns the split's scenes as dict(text,
+    play, genre (folder name), act, scene), sorted by (play, scene): TFDS shuffles records at
+    write time, and the order must not depend on that shuffle."""
     builder = ShakespearePlays(plays_dir=plays_dir, data_dir=str(data_dir), file_format="array_record")
     builder.download_and_prepare()
     try:
@@ -161,8 +161,14 @@ def load_split_text(data_dir: str | Path, split: str, plays_dir: str | Path | No
     except Exception as e:  # truncated or corrupt array_record files
         raise ValueError(f"the prepared dataset in {builder.data_dir} is unreadable ({type(e).__name__}: {e}); "
                          "delete that folder and rerun to rebuild it from the plays") from e
-    records.sort(key=lambda r: (r["play"], int(r["scene"])))
-    return "\n".join(r["text"].decode("utf-8") for r in records)
+    scenes = [{"text": r["text"].decode("utf-8"), "play": r["play"].decode("utf-8"), "genre": GENRES[int(r["genre"])],
+               "act": r["act"].decode("utf-8"), "scene": int(r["scene"])} for r in records]
+    return sorted(scenes, key=lambda s: (s["play"], s["scene"]))
+
+
+def load_split_text(data_dir: str | Path, split: str, plays_dir: str | Path | None = None) -> str:
+    """The split as one string: its scenes in play order, one after another."""
+    return "\n".join(s["text"] for s in load_scenes(data_dir, split, plays_dir))
 
 
 def check_plays_dir(plays_dir: str) -> None:

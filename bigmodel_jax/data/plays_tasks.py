@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from bigmodel_jax.data.labeled import LabeledSplits, make_splits, split_by_key, split_key
-from bigmodel_jax.data.plays import GENRES, ShakespearePlays
+from bigmodel_jax.data import plays
 
 NAME_WORD = re.compile(r"[A-Z][A-Za-z'.-]*|&|of")
 STAGE_DIRECTION_LINE = re.compile(r"\[.*\]")  # '[Aside]', '[Within]', '[To KING RICHARD III]'
@@ -29,23 +29,9 @@ TAGS = ("O", "B-SPK", "I-SPK")
 
 
 def load_scenes(tfds_dir: str | Path, plays_dir: str | Path | None = None) -> list[dict]:
-    """Every scene of both builder splits as dict(text, play, genre (folder name), act, scene),
-    sorted by (play, scene); prepares the dataset under tfds_dir on first use."""
-    builder = ShakespearePlays(plays_dir=plays_dir, data_dir=str(tfds_dir), file_format="array_record")
-    builder.download_and_prepare()
-    scenes = []
-    for split in ("train", "validation"):
-        try:
-            source = builder.as_data_source(split=split)
-            records = [source[i] for i in range(len(source))]
-        except Exception as e:  # truncated or corrupt array_record files
-            raise ValueError(f"the prepared dataset in {builder.data_dir} is unreadable ({type(e).__name__}: "
-                             f"{e}); delete that folder and rerun to rebuild it from the plays") from e
-        scenes += [{"text": r["text"].decode("utf-8"), "play": r["play"].decode("utf-8"),
-                    "genre": GENRES[int(r["genre"])], "act": r["act"].decode("utf-8"), "scene": int(r["scene"])}
-                   for r in records]
-    scenes.sort(key=lambda s: (s["play"], s["scene"]))
-    return scenes
+    """Every scene of both builder splits (see plays.load_scenes), sorted by (play, scene)."""
+    scenes = plays.load_scenes(tfds_dir, "train", plays_dir) + plays.load_scenes(tfds_dir, "validation", plays_dir)
+    return sorted(scenes, key=lambda s: (s["play"], s["scene"]))
 
 
 def heading_words(line: str) -> list[str] | None:
@@ -91,7 +77,7 @@ def genre_classification(tfds_dir: str | Path, plays_dir: str | Path | None = No
     """(speech, genre index) over the 6 genre folders (label_names = GENRES); split by scene 80/10/10;
     speeches under min_words dropped; max_per_class caps each class in train (seed picks which)."""
     return _speech_classification(tfds_dir, plays_dir, min_words, max_per_class, seed,
-                                  label_of=lambda s: s["genre"], label_names=GENRES, what="genre (6)")
+                                  label_of=lambda s: s["genre"], label_names=plays.GENRES, what="genre (6)")
 
 
 def play_classification(tfds_dir: str | Path, plays_dir: str | Path | None = None, min_words: int = 8,
