@@ -37,3 +37,27 @@ def tfidf_ridge(train: list[tuple[str, float]], test: list[tuple[str, float]]) -
     predicted = model.predict(vectorizer.transform(test_texts))
     return {"mse": float(np.mean((predicted - test_values) ** 2)),
             "mean_baseline_mse": float(np.mean((np.mean(values) - test_values) ** 2))}
+
+
+def svm_rbf(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
+            test: tuple[np.ndarray, np.ndarray], grid: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)) -> dict:
+    """An RBF-kernel SVM on raw pixels (the classic strong baseline on small digit images): C picked
+    on the validation split (gamma='scale'), then refit on train and scored once on test. Images
+    are flattened; (x, y) pairs with x [N, ...] in [0, 1]."""
+    from sklearn.svm import SVC
+
+    flat = [(x.reshape(len(x), -1), y) for x, y in (train, validation, test)]
+    (xtr, ytr), (xva, yva), (xte, yte) = flat
+    val_acc = {c: float(SVC(C=c, kernel="rbf", gamma="scale").fit(xtr, ytr).score(xva, yva)) for c in grid}
+    best_c = max(val_acc, key=lambda c: (val_acc[c], -c))  # ties: the smaller C (more regularized)
+    model = SVC(C=best_c, kernel="rbf", gamma="scale").fit(xtr, ytr)
+    majority = collections.Counter(ytr.tolist()).most_common(1)[0][0]
+    return {"accuracy": float(model.score(xte, yte)), "C": best_c, "validation_accuracy": val_acc[best_c],
+            "majority_accuracy": float(np.mean(yte == majority))}
+
+
+def logreg_pixels(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Multinomial logistic regression on raw pixels: the linear baseline."""
+    (xtr, ytr), (xte, yte) = [(x.reshape(len(x), -1), y) for x, y in (train, test)]
+    model = LogisticRegression(max_iter=2000).fit(xtr, ytr)
+    return {"accuracy": float(model.score(xte, yte))}

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import ml_collections
 
 CHOICES = {
-    "task": ("causal_lm", "mlm", "classify", "regress", "tag", "qa"),
+    "task": ("causal_lm", "mlm", "classify", "regress", "tag", "qa", "image_classify"),
     "model.dtype": ("float32", "bfloat16"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.activation": ("gelu", "gelu_tanh", "swiglu"),
@@ -27,6 +27,7 @@ CHOICES = {
     "parallel.mode": ("jit",),
 }
 POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.mlp_dim", "model.max_len",
+                 "model.image_size", "model.patch_size",
                  "data.seq_len", "train.num_steps", "train.batch_size", "train.eval_every", "train.eval_batches",
                  "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.grad_accum_steps")
 

@@ -1,8 +1,9 @@
-"""Hugging Face safetensors directories <-> our models: GPT-2 (import) and BERT (import and export).
+"""Hugging Face safetensors directories <-> our models: GPT-2 (import), BERT and ViT (import and export).
 
 Only safetensors are read (never pickled `.bin` files). A directory is `config.json` +
-`model.safetensors`, as `save_pretrained` writes it. BERT tensors are mapped by one table
-(`_bert_pairs`) used in both directions, so import and export cannot drift apart.
+`model.safetensors`, as `save_pretrained` writes it. BERT and ViT tensors are mapped by one table
+per family (`_bert_pairs`, `_vit_pairs`) used in both directions, so import and export cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from bigmodel_jax.models.bert import Bert, BertMLM
 from bigmodel_jax.models.gpt import GPT
+from bigmodel_jax.models.vit import ViT
 
 if TYPE_CHECKING:
     from bigmodel_jax.data.wordpiece import WordPieceTokenizer
@@ -292,3 +294,144 @@ def save_bert_dir(model: Bert | BertMLM, directory: str | Path, tokenizer: WordP
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory
+
+
+# ----------------------------------------------------------------------------- ViT
+def vit_config(hf: dict, dtype: str = "float32", num_classes: int | None = None) -> ml_collections.ConfigDict:
+    """Our ViT `model` config for a transformers ViTConfig dict (num_classes: its id2label's size
+    unless given)."""
+    if hf.get("model_type") != "vit":
+        raise ValueError(f"expected a ViT config (model_type 'vit'), got {hf.get('model_type')!r}")
+    act = hf.get("hidden_act", "gelu")
+    if act not in BERT_ACTIVATIONS:
+        raise ValueError(f"unsupported ViT hidden_act {act!r}; supported: {sorted(BERT_ACTIVATIONS)}")
+    if not hf.get("qkv_bias", True):
+        raise ValueError("ViT with qkv_bias=false is not supported (our attention projections have biases)")
+    if num_classes is None:
+        num_classes = len(hf.get("id2label") or {}) or 2  # transformers' default is 2 labels
+    return ml_collections.ConfigDict(dict(
+        image_size=hf.get("image_size", 224), patch_size=hf.get("patch_size", 16), num_channels=hf.get("num_channels", 3),
+        num_classes=num_classes, num_layers=hf["num_hidden_layers"], width=hf["hidden_size"],
+        num_heads=hf["num_attention_heads"], mlp_dim=hf["intermediate_size"], pool="cls",
+        activation=BERT_ACTIVATIONS[act], norm_eps=hf.get("layer_norm_eps", 1e-12),
+        dropout=hf.get("hidden_dropout_prob", 0.0), drop_path=0.0, dtype=dtype))
+
+
+def _vit_pairs(model: ViT) -> list[tuple[nnx.Param, str, callable, callable]]:
+    """(our parameter, ViTModel tensor name, HF -> ours, ours -> HF) for the encoder (no classifier).
+    torch Linear weights are [out, in] (ours [in, out]); the patch conv is [D, C, p, p], ours the
+    [p*p*C, D] matrix of the flattened (row, column, channel) patch."""
+    c = model.cfg
+    p, ch, d = c.patch_size, c.num_channels, c.width
+    same, T = (lambda x: x), (lambda x: x.T)
+    pairs = [(model.patch_embed.kernel, "embeddings.patch_embeddings.projection.weight",
+              lambda w: w.transpose(2, 3, 1, 0).reshape(p * p * ch, d), lambda k: k.reshape(p, p, ch, d).transpose(3, 2, 0, 1)),
+             (model.patch_embed.bias, "embeddings.patch_embeddings.projection.bias", same, same),
+             (model.pos_embed, "embeddings.position_embeddings", lambda x: x[0], lambda x: x[None]),
+             (model.cls_token, "embeddings.cls_token", lambda x: x[0, 0], lambda x: x[None, None]),
+             (model.final_norm.scale, "layernorm.weight", same, same),
+             (model.final_norm.bias, "layernorm.bias", same, same)]
+    for i, blk in enumerate(model.blocks):
+        q = f"encoder.layer.{i}."
+        for dense, name in ((blk.attn.query, "attention.attention.query"), (blk.attn.key, "attention.attention.key"),
+                            (blk.attn.value, "attention.attention.value"), (blk.attn.out, "attention.output.dense"),
+                            (blk.mlp.up, "intermediate.dense"), (blk.mlp.down, "output.dense")):
+            pairs += [(dense.kernel, q + name + ".weight", T, T), (dense.bias, q + name + ".bias", same, same)]
+        for norm, name in ((blk.attn_norm, "layernorm_before"), (blk.mlp_norm, "layernorm_after")):
+            pairs += [(norm.scale, q + name + ".weight", same, same), (norm.bias, q + name + ".bias", same, same)]
+    return pairs
+
+
+def _classifier_pairs(model: ViT) -> list:
+    T, same = (lambda x: x.T), (lambda x: x)
+    return [(model.head.kernel, "classifier.weight", T, T), (model.head.bias, "classifier.bias", same, same)]
+
+
+def load_vit_tensors(model: ViT, tensors: dict[str, np.ndarray]) -> ViT:
+    """Copies ViTModel tensors (or ViTForImageClassification's: `vit.`-prefixed plus `classifier.*`)
+    into our ViT, which may be abstract (`nnx.eval_shape`). Without a classifier in the checkpoint
+    the head starts at zero (logged); every encoder tensor must be there."""
+    t = {name.removeprefix("vit."): value for name, value in tensors.items()}
+    pairs = _vit_pairs(model)
+    missing = [name for _, name, _, _ in pairs if name not in t]
+    if missing:
+        raise ValueError(f"not a ViT checkpoint for this model: {len(missing)} tensors missing, e.g. {missing[:4]}")
+    if f"encoder.layer.{len(model.blocks)}.attention.attention.query.weight" in t:
+        raise ValueError(f"the checkpoint has more than the model's {len(model.blocks)} layers")
+    head = _classifier_pairs(model)
+    if all(name in t for _, name, _, _ in head):
+        pairs += head
+    else:
+        log.info("the checkpoint has no classifier; the head starts at zero")
+        model.head.kernel.set_value(jnp.zeros(model.head.kernel.shape, jnp.float32))
+        model.head.bias.set_value(jnp.zeros(model.head.bias.shape, jnp.float32))
+    for var, name, to_ours, _ in pairs:
+        _set(var, to_ours(t[name]), name)
+    unused = sorted(set(t) - {name for _, name, _, _ in pairs})
+    if unused:
+        log.info("checkpoint tensors not used: %s", unused)  # ViTModel's pooler, a mask token
+    return model
+
+
+def load_vit_dir(directory: str | Path, dtype: str = "float32") -> ViT:
+    """A ViT directory (config.json + model.safetensors, ViTModel or ViTForImageClassification) as our ViT."""
+    hf_cfg, tensors = _read_dir(Path(directory))
+    cfg = vit_config(hf_cfg, dtype)
+    return load_vit_tensors(nnx.eval_shape(lambda: ViT(cfg, rngs=nnx.Rngs(0))), tensors)
+
+
+def vit_params_from_dir(directory: str | Path) -> tuple[ml_collections.ConfigDict, dict]:
+    """(our model config, params as a pure dict) for `init_from`; the head is left out when the
+    checkpoint has no classifier."""
+    hf_cfg, tensors = _read_dir(Path(directory))
+    cfg = vit_config(hf_cfg)
+    model = load_vit_tensors(nnx.eval_shape(lambda: ViT(cfg, rngs=nnx.Rngs(0))), tensors)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    if "classifier.weight" not in tensors:
+        del params["head"]
+    return cfg, params
+
+
+def save_vit_dir(model: ViT, directory: str | Path, classifier: bool = True,
+                 class_names: list[str] | None = None) -> Path:
+    """Writes a directory transformers loads: ViTForImageClassification (`vit.` prefix + classifier)
+    or, with classifier=False, ViTModel (without the pooler our ViT does not have: load it with
+    `add_pooling_layer=False`)."""
+    c = model.cfg
+    if c.pool != "cls":
+        raise ValueError("transformers' ViT classifies from [CLS]; only a model.pool='cls' ViT can be exported")
+    prefix = "vit." if classifier else ""
+    tensors = {prefix + name: to_hf(np.asarray(var[...], np.float32)) for var, name, _, to_hf in _vit_pairs(model)}
+    if classifier:
+        tensors.update({name: to_hf(np.asarray(var[...], np.float32)) for var, name, _, to_hf in _classifier_pairs(model)})
+    names = class_names or [str(i) for i in range(c.num_classes)]
+    hf_cfg = {
+        "architectures": ["ViTForImageClassification" if classifier else "ViTModel"], "model_type": "vit",
+        "hidden_size": c.width, "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
+        "intermediate_size": c.mlp_dim, "hidden_act": "gelu" if c.activation == "gelu" else "gelu_new",
+        "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.dropout, "initializer_range": 0.02,
+        "layer_norm_eps": c.norm_eps, "image_size": c.image_size, "patch_size": c.patch_size,
+        "num_channels": c.num_channels, "qkv_bias": True, "id2label": {str(i): n for i, n in enumerate(names)},
+        "label2id": {n: i for i, n in enumerate(names)}, "dtype": "float32"}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(directory / "model.safetensors"),
+              metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+    return directory
+
+
+def params_from_dir(directory: str | Path) -> tuple[ml_collections.ConfigDict, dict]:
+    """(our model config, params) of any supported Hugging Face encoder directory, by its model_type
+    (`init_from` an HF directory)."""
+    path = Path(directory) / "config.json"
+    try:
+        kind = json.loads(path.read_text()).get("model_type")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from e
+    if kind == "bert":
+        return bert_params_from_dir(directory)
+    if kind == "vit":
+        return vit_params_from_dir(directory)
+    raise ValueError(f"{Path(directory) / 'config.json'}: model_type {kind!r} cannot initialize a model here "
+                     "(supported: 'bert', 'vit')")

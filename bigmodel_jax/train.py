@@ -27,11 +27,12 @@ from flax import nnx
 
 from bigmodel_jax import checkpoint, config as config_lib, metrics as metrics_lib, pretrained, sharding
 from bigmodel_jax.optim import accumulate_gradients, build_optimizer
-from bigmodel_jax.tasks import causal_lm, classify, mlm, qa, regress, tag
+from bigmodel_jax.tasks import causal_lm, classify, image_classify, mlm, qa, regress, tag
 
 log = logging.getLogger("bigmodel_jax.train")
 
-TASKS = {"causal_lm": causal_lm, "mlm": mlm, "classify": classify, "regress": regress, "tag": tag, "qa": qa}
+TASKS = {"causal_lm": causal_lm, "mlm": mlm, "classify": classify, "regress": regress, "tag": tag, "qa": qa,
+         "image_classify": image_classify}
 
 
 @dataclass
@@ -99,7 +100,7 @@ def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
 
 
 def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
-    use_dropout = cfg.model.get("dropout", 0.0) > 0
+    use_dropout = cfg.model.get("dropout", 0.0) > 0 or cfg.model.get("drop_path", 0.0) > 0
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
 
     def loss_and_grad(params, batch, rng):
@@ -155,7 +156,7 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     if meta is None:
         return
     saved = json.loads(meta["config"])["model"]
-    free = ("dtype", "dropout")  # compute precision and dropout may change between runs
+    free = ("dtype", "dropout", "drop_path")  # compute precision and regularization may change between runs
     diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if k not in free and saved.get(k) != v}
     if diff:
         key = sorted(diff)[0]
@@ -175,13 +176,13 @@ def _flat(tree: Any) -> dict[str, Any]:
 
 
 def source_params(init_from: str) -> dict[str, Any]:
-    """Params to start from, flat {path: array}: a Hugging Face directory (config.json +
+    """Params to start from, flat {path: array}: a Hugging Face BERT or ViT directory (config.json +
     model.safetensors; "minilm" = the packaged one) or a workdir of ours (its newest checkpoint,
     whatever its task)."""
     path = pretrained.resolve(init_from)
     if (path / "config.json").is_file():
         from bigmodel_jax import hf
-        return _flat(hf.bert_params_from_dir(path)[1])
+        return _flat(hf.params_from_dir(path)[1])
     try:
         model, _, _ = load_trained(path)
     except FileNotFoundError:
@@ -256,12 +257,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         evals_since_best = meta.get("evals_since_best", 0)
         log.info("resumed from %s at step %d", workdir / "checkpoints" / str(result.step), result.step)
     elif cfg.init_from:
-        params = transfer_params(params, param_sh, source_params(cfg.init_from), cfg.init_from)
+        source = source_params(cfg.init_from)
+        if hasattr(task, "adapt_source"):  # e.g. ViT at another image size: resampled position embeddings
+            source = task.adapt_source(source, {k: v.shape for k, v in _flat(params).items()}, cfg)
+        params = transfer_params(params, param_sh, source, cfg.init_from)
     log.info("model: %s params; train %s, validation %s", f"{n_params:,}", data.train_size, data.val_size)
 
-    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+    seq_len = task.seq_len(cfg) if hasattr(task, "seq_len") else cfg.data.seq_len  # ViT: patches (+ [CLS])
+    tokens_per_step = cfg.train.batch_size * seq_len
     flops_per_step = tokens_per_step * metrics_lib.flops_per_token(
-        cfg.model.num_layers, cfg.model.width, cfg.data.seq_len, task.matmul_params(cfg))
+        cfg.model.num_layers, cfg.model.width, seq_len, task.matmul_params(cfg))
     peak = metrics_lib.peak_flops_per_device(cfg.model.dtype) * num_devices
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
 

