@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import jax
 import jax.numpy as jnp
@@ -317,7 +317,7 @@ def vit_config(hf: dict, dtype: str = "float32", num_classes: int | None = None)
         dropout=hf.get("hidden_dropout_prob", 0.0), drop_path=0.0, dtype=dtype))
 
 
-def _vit_pairs(model: ViT) -> list[tuple[nnx.Param, str, callable, callable]]:
+def _vit_pairs(model: ViT) -> list[tuple[nnx.Param, str, Callable, Callable]]:
     """(our parameter, ViTModel tensor name, HF -> ours, ours -> HF) for the encoder (no classifier).
     torch Linear weights are [out, in] (ours [in, out]); the patch conv is [D, C, p, p], ours the
     [p*p*C, D] matrix of the flattened (row, column, channel) patch."""

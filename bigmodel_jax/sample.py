@@ -20,7 +20,9 @@ from bigmodel_jax.train import load_trained
 
 def load_model(workdir: str | Path, which: str = "latest"):
     """(model, tokenizer, step) from a workdir's newest `latest` or `best` checkpoint."""
-    model, _, step = load_trained(workdir, which)
+    model, cfg, step = load_trained(workdir, which)
+    if cfg.task != "causal_lm":
+        raise SystemExit(f"{workdir} holds a {cfg.task!r} model; sampling needs a causal LM (task 'causal_lm')")
     return model, load_tokenizer(workdir), step
 
 

@@ -55,7 +55,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(
         num_steps=3000, batch_size=64, grad_accum_steps=1,
         log_every=100, eval_every=100, eval_batches=100, checkpoint_every=500, keep_checkpoints=1,
-        eval_metric="accuracy", patience=0, restore_best=True,
+        # early stopping: 10 evaluations (1,000 steps) without a better validation accuracy; the
+        # measured run never waited more than 7, so it ran its 3,000 steps
+        eval_metric="accuracy", patience=10, restore_best=True,
     ))
     c.parallel = ml_collections.ConfigDict(dict(mode="jit", data=-1, fsdp=1, tensor=1))
 

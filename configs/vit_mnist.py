@@ -22,7 +22,8 @@ def get_config(variant: str = ""):
     c = load_config_file(str(Path(__file__).with_name("vit_digits.py")))
     c.model.update(image_size=28, patch_size=4)
     c.data.update(dataset="mnist")  # the digits recipe: no affine, mixup 0.2, dropout 0.1
-    c.train.update(num_steps=3000, batch_size=64, eval_every=250, eval_batches=100, checkpoint_every=500)
+    c.train.update(num_steps=3000, batch_size=64, eval_every=250, eval_batches=100, checkpoint_every=500,
+                   patience=6)  # 1,500 steps without a better validation accuracy (never reached here)
     if variant == "full":
         c.data.dataset = "mnist_full"
         c.train.update(num_steps=10000, eval_every=1000, checkpoint_every=1000)
