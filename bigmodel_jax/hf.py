@@ -373,21 +373,25 @@ def load_vit_tensors(model: ViT, tensors: dict[str, np.ndarray]) -> ViT:
     return model
 
 
-def load_vit_dir(directory: str | Path, dtype: str = "float32") -> ViT:
-    """A ViT directory (config.json + model.safetensors, ViTModel or ViTForImageClassification) as our ViT."""
+def _vit_from_dir(directory: str | Path, dtype: str) -> tuple[ml_collections.ConfigDict, ViT, bool]:
+    """(our config, the loaded ViT, whether the checkpoint has a classifier)."""
     hf_cfg, tensors = _read_dir(Path(directory))
     cfg = vit_config(hf_cfg, dtype)
-    return load_vit_tensors(nnx.eval_shape(lambda: ViT(cfg, rngs=nnx.Rngs(0))), tensors)
+    model = load_vit_tensors(nnx.eval_shape(lambda: ViT(cfg, rngs=nnx.Rngs(0))), tensors)
+    return cfg, model, "classifier.weight" in tensors
+
+
+def load_vit_dir(directory: str | Path, dtype: str = "float32") -> ViT:
+    """A ViT directory (config.json + model.safetensors, ViTModel or ViTForImageClassification) as our ViT."""
+    return _vit_from_dir(directory, dtype)[1]
 
 
 def vit_params_from_dir(directory: str | Path) -> tuple[ml_collections.ConfigDict, dict]:
     """(our model config, params as a pure dict) for `init_from`; the head is left out when the
     checkpoint has no classifier."""
-    hf_cfg, tensors = _read_dir(Path(directory))
-    cfg = vit_config(hf_cfg)
-    model = load_vit_tensors(nnx.eval_shape(lambda: ViT(cfg, rngs=nnx.Rngs(0))), tensors)
+    cfg, model, has_classifier = _vit_from_dir(directory, "float32")
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    if "classifier.weight" not in tensors:
+    if not has_classifier:
         del params["head"]
     return cfg, params
 

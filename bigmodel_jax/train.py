@@ -100,13 +100,11 @@ def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
 
 
 def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
-    use_dropout = cfg.model.get("dropout", 0.0) > 0 or cfg.model.get("drop_path", 0.0) > 0
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
 
     def loss_and_grad(params, batch, rng):
-        def f(p):
-            rngs = nnx.Rngs(dropout=rng) if use_dropout else None
-            return task.loss_fn(nnx.merge(graphdef, p), batch, rngs)
+        def f(p):  # training always gets rngs (None means evaluation); a rate of 0 draws nothing
+            return task.loss_fn(nnx.merge(graphdef, p), batch, nnx.Rngs(dropout=rng))
         return jax.value_and_grad(f, has_aux=True)(params)
 
     def step_fn(params, opt_state, batch, step):

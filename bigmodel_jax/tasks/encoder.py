@@ -102,14 +102,16 @@ def tokenizer_and_architecture(cfg: ml_collections.ConfigDict, workdir: Path, pr
     return tok, overrides
 
 
-def example_data(cfg: ml_collections.ConfigDict, tok: WordPieceTokenizer, overrides: dict,
-                 splits: dict[str, dict[str, np.ndarray]], process_index: int, process_count: int) -> TaskData:
+def example_data(cfg: ml_collections.ConfigDict, tok: WordPieceTokenizer | None, overrides: dict,
+                 splits: dict[str, dict[str, np.ndarray]], process_index: int, process_count: int,
+                 transform=None) -> TaskData:
     """splits: {"train"|"validation"|"test": {name: array with one row per example}} -> TaskData.
     Validation is evaluated on at most train.eval_batches batches (a seeded sample: the records
-    come grouped by play or label); test in full."""
+    come grouped by play or label); test in full. transform(example, rng) runs on training
+    examples only (image augmentation)."""
     b = cfg.train.batch_size
     n = {k: len(next(iter(v.values()))) for k, v in splits.items()}
-    train = pipeline.example_dataset(splits["train"], b, cfg.seed, process_index, process_count)
+    train = pipeline.example_dataset(splits["train"], b, cfg.seed, process_index, process_count, transform)
     keep = seeded_subset(n["validation"], b * cfg.train.eval_batches, cfg.seed)
     val = {k: v[keep] for k, v in splits["validation"].items()}
     evals = pipeline.example_eval_batches(val, b, process_index, process_count)

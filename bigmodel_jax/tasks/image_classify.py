@@ -26,11 +26,11 @@ from flax import nnx
 
 from bigmodel_jax import pretrained
 from bigmodel_jax.config import ConfigError
-from bigmodel_jax.data import augment, images, pipeline
+from bigmodel_jax.data import augment, images
 from bigmodel_jax.models import vit
 from bigmodel_jax.models.heads import classification_loss
 from bigmodel_jax.tasks import TaskData
-from bigmodel_jax.tasks.encoder import seeded_subset
+from bigmodel_jax.tasks.encoder import example_data, seeded_subset
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def loss_fn(model: vit.ViT, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Arr
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
-    d, b = cfg.data, cfg.train.batch_size
+    d = cfg.data
     data = images.load_images(d.dataset, Path(d.tfds_dir).expanduser(), d.mnist_dir or None)
     splits = {"train": data.train, "validation": data.validation, "test": data.test}
     native = data.train["image"].shape[1]
@@ -117,25 +117,19 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
                  cfg.model.image_size)
         splits = {k: dict(v, image=augment.resize(v["image"], cfg.model.image_size)) for k, v in splits.items()}
     keep = seeded_subset(len(splits["train"]["label"]), d.max_train_examples, cfg.seed)
-    train_arrays = {k: v[keep] for k, v in splits["train"].items()}
-    num_classes = len(data.class_names)
-    transform = augment.train_transform(train_arrays, num_classes, d.aug_shift, d.aug_rotate, d.aug_scale,
+    train_arrays = {k: splits["train"][k][keep] for k in ("image", "label")}
+    transform = augment.train_transform(train_arrays, len(data.class_names), d.aug_shift, d.aug_rotate, d.aug_scale,
                                         d.mixup_alpha, d.label_smoothing)
-    train = pipeline.example_dataset(train_arrays, b, cfg.seed, process_index, process_count, transform)
-    n_val = len(splits["validation"]["label"])
-    val_keep = seeded_subset(n_val, b * cfg.train.eval_batches, cfg.seed)
-    val = augment.eval_arrays({k: v[val_keep] for k, v in splits["validation"].items()})
-    evals = pipeline.example_eval_batches(val, b, process_index, process_count)
-    test = pipeline.example_eval_batches(augment.eval_arrays(splits["test"]), b, process_index, process_count)
-    overrides = {"num_classes": num_classes, "num_channels": int(data.train["image"].shape[-1])}
+    arrays = {"train": train_arrays, "validation": augment.eval_arrays(splits["validation"]),
+              "test": augment.eval_arrays(splits["test"])}
+    overrides = {"num_classes": len(data.class_names), "num_channels": int(data.train["image"].shape[-1])}
     if cfg.init_from:
         arch = source_architecture(cfg.init_from)
         changed = {k: (cfg.model[k], v) for k, v in arch.items() if cfg.model[k] != v}
         if changed:
             log.info("model shape from %s (config vs source): %s", cfg.init_from, changed)
         overrides.update(arch)
-    return TaskData(None, train, evals, f"{len(keep):,} images", f"{len(val_keep):,} of {n_val:,} images",
-                    test_batches=test, model_overrides=overrides)
+    return example_data(cfg, None, overrides, arrays, process_index, process_count, transform)
 
 
 def adapt_source(source: dict[str, np.ndarray], target_shapes: dict[str, tuple], cfg: ml_collections.ConfigDict,
