@@ -24,7 +24,8 @@ CHOICES = {
     "data.tokenizer": ("char", "bpe"),
     "optim.name": ("adamw", "adam", "sgd"),
     "optim.schedule": ("cosine", "constant"),
-    "parallel.mode": ("jit",),
+    "model.remat": ("none", "full", "dots_saveable"),
+    "parallel.mode": ("jit", "pmap"),
 }
 POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.mlp_dim", "model.max_len",
                  "model.image_size", "model.patch_size",
@@ -178,6 +179,9 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     task.validate(cfg)
 
     mesh = mesh_shape(cfg, num_devices)
+    if cfg.parallel.mode == "pmap" and mesh["data"] != num_devices:
+        raise ConfigError("parallel.mode", "pmap", f"pmap is data parallelism only: set parallel.fsdp=1 and "
+                          f"parallel.tensor=1 (now {mesh['fsdp']} and {mesh['tensor']}), or use mode 'jit'")
     batch_shards = mesh["data"] * mesh["fsdp"]
     micro = cfg.train.batch_size // cfg.train.grad_accum_steps
     if cfg.train.batch_size % cfg.train.grad_accum_steps:

@@ -58,9 +58,10 @@ def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> tuple[opt
 
 def accumulate_gradients(loss_and_grad: Callable, params: Any, batch: dict, num_micro: int,
                          rng: jax.Array) -> tuple[Any, dict]:
-    """Mean gradient and metrics over `num_micro` equal micro-batches, one at a time (lax.scan),
-    so activation memory is that of one micro-batch. Equal to the full-batch gradient because
-    every micro-batch has the same number of loss tokens in the tasks that use it."""
+    """Gradient and metrics over `num_micro` equal micro-batches, one at a time (lax.scan), so
+    activation memory is that of one micro-batch. Each micro-batch counts by its loss weight when
+    the task reports one ("weight": the real tokens or examples its mean loss is over, e.g. tags
+    of unpadded tokens), else equally; so the result equals the full-batch gradient."""
     if num_micro == 1:
         (_, metrics), grads = loss_and_grad(params, batch, rng)
         return grads, metrics
@@ -72,9 +73,25 @@ def accumulate_gradients(loss_and_grad: Callable, params: Any, batch: dict, num_
     def body(carry, xs):
         i, mb = xs
         (_, metrics), grads = loss_and_grad(params, mb, jax.random.fold_in(rng, i))
-        return jax.tree.map(jnp.add, carry, (grads, metrics)), None
+        w = metrics.get("weight", jnp.float32(1.0))
+        sums, w_sum = carry
+        return (jax.tree.map(lambda c, x: c + w * x, sums, (grads, metrics)), w_sum + w), None
 
     (_, m0), g0 = jax.eval_shape(loss_and_grad, params, jax.tree.map(lambda x: x[0], micro), rng)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g0, m0))
-    (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(num_micro), micro))
-    return jax.tree.map(lambda x: x / num_micro, (grads, metrics))
+    ((grads, metrics), w_sum), _ = jax.lax.scan(body, (zeros, jnp.float32(0.0)), (jnp.arange(num_micro), micro))
+    grads, metrics = jax.tree.map(lambda x: x / w_sum, (grads, metrics))
+    if "weight" in metrics:
+        metrics["weight"] = w_sum
+    return grads, metrics
+
+
+def weighted_pmean(grads: Any, metrics: dict, axis_name: str) -> tuple[Any, dict]:
+    """The pmap mode's all-reduce: each device's gradient and metrics count by its loss weight
+    (when the task reports one, else equally), so the result equals the global-batch gradient."""
+    w = metrics.get("weight", jnp.float32(1.0))
+    total = jax.lax.psum(w, axis_name)
+    grads, metrics = jax.tree.map(lambda x: jax.lax.psum(w * x, axis_name) / total, (grads, metrics))
+    if "weight" in metrics:
+        metrics["weight"] = total
+    return grads, metrics

@@ -1,8 +1,17 @@
-"""Mesh(data, fsdp, tensor) and the logical-axis rules that place parameters and batches on it.
+"""Mesh(data, fsdp, tensor) and the logical-axis rules that place parameters, activations and
+batches on it.
 
-Models name their parameter axes logically ("embed", "mlp", "heads", "vocab", ...); the rules
-below map each name to a mesh axis. A dimension the mesh axis does not divide stays replicated
-(e.g. an 81-character vocabulary over tensor=4), so every model runs on every mesh.
+Models name their axes logically: parameters ("embed", "mlp", "heads", "vocab", ...) and
+activations ("batch", "act_heads", "act_mlp", ...); the rules below map each name to a mesh axis.
+A dimension the mesh axis does not divide stays replicated (e.g. an 81-character vocabulary over
+tensor=4), so every model runs on every mesh.
+
+How the three axes split the work (Megatron-LM + ZeRO-3 / FSDP, as MaxText and levanter do):
+- data:   the batch is split; parameters and optimizer state are replicated.
+- fsdp:   the batch is split *and* every matrix's embed dimension is sharded, so parameters and
+          optimizer state take 1/fsdp of the memory; XLA gathers a layer's weights when it runs.
+- tensor: attention heads and MLP hidden units are split (column-parallel in, row-parallel out),
+          so activations inside attention and the MLP are split too; one all-reduce per sub-block.
 """
 
 from __future__ import annotations
@@ -27,6 +36,10 @@ RULES: dict[str, Any] = {
     "heads": "tensor",
     "kv_heads": "tensor",
     "mlp": "tensor",
+    # activations: the embed dim of the residual stream is never split (fsdp splits its batch)
+    "act_heads": "tensor",
+    "act_mlp": "tensor",
+    "act_vocab": "tensor",
 }
 
 
@@ -60,6 +73,34 @@ def logical_to_mesh(logical: P | tuple | None, shape: tuple[int, ...], mesh: Mes
     return P(*out)
 
 
+def constrain(x: jax.Array, logical: tuple[str | None, ...]) -> jax.Array:
+    """Pins an activation's layout by logical names, e.g. ("batch", None, "act_mlp") for the MLP's
+    hidden layer, so that XLA's propagation keeps tensor-parallel activations split instead of
+    gathering them. A no-op outside a (data, fsdp, tensor) mesh context: single-device calls,
+    inference, and the pmap mode (whose per-device body sees a manual axis)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or tuple(mesh.axis_names) != AXES or any(
+            t != jax.sharding.AxisType.Auto for t in mesh.axis_types):
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_mesh(P(*logical), x.shape, mesh))
+
+
+def under_mesh(fn, mesh: Mesh):
+    """fn called (and so traced) inside `jax.set_mesh(mesh)`, the context `constrain` reads. Only
+    around compiled steps: NNX reads the same context at module creation and would take the
+    logical names for mesh axes."""
+    def call(*args):
+        with jax.set_mesh(mesh):
+            return fn(*args)
+
+    def lower(*args):  # for memory and cost analysis (benchmarks)
+        with jax.set_mesh(mesh):
+            return fn.lower(*args)
+
+    call.lower = lower
+    return call
+
+
 def param_specs(model: nnx.Module) -> dict:
     """Pure dict of logical PartitionSpecs, one per parameter."""
     return nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(model, nnx.Param)))
@@ -80,7 +121,34 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(RULES["batch"]))
 
 
-def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's rows of the global batch -> one global array per field."""
+def put_batch(batch: dict[str, np.ndarray], mesh: Mesh, per_device: bool = False) -> dict[str, jax.Array]:
+    """This process's rows of the global batch -> one global array per field, split over
+    data x fsdp. per_device=True (the pmap mode) adds a leading device axis: [devices, rows/device, ...]."""
     sharding = batch_sharding(mesh)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+    local = len(mesh.local_devices)
+
+    def put(x):
+        x = np.asarray(x)
+        if per_device:
+            x = x.reshape(local, x.shape[0] // local, *x.shape[1:])
+        return jax.make_array_from_process_local_data(sharding, x)
+
+    return jax.tree.map(put, batch)
+
+
+def as_global(x: jax.Array, replicated_sharding: NamedSharding) -> jax.Array:
+    """A replicated array held by this process's devices (a pmap output) as the global replicated
+    array over the whole mesh, reusing the same device buffers."""
+    by_device = {s.device: s.data for s in x.addressable_shards}
+    return jax.make_array_from_single_device_arrays(
+        x.shape, replicated_sharding, [by_device[d] for d in replicated_sharding.addressable_devices_indices_map(x.shape)])
+
+
+def bytes_per_device(tree: Any) -> int:
+    """The largest per-device footprint of a tree of global arrays: what FSDP and tensor
+    parallelism shrink (shard bytes, not the global size)."""
+    per_device: dict[Any, int] = {}
+    for x in jax.tree.leaves(tree):
+        for shard in x.addressable_shards:
+            per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
+    return max(per_device.values())

@@ -25,8 +25,8 @@ import ml_collections
 import optax
 from flax import nnx
 
-from bigmodel_jax import checkpoint, config as config_lib, metrics as metrics_lib, pretrained, sharding
-from bigmodel_jax.optim import accumulate_gradients, build_optimizer
+from bigmodel_jax import checkpoint, config as config_lib, distributed, metrics as metrics_lib, pretrained, sharding
+from bigmodel_jax.optim import accumulate_gradients, build_optimizer, weighted_pmean
 from bigmodel_jax.tasks import causal_lm, classify, image_classify, mlm, qa, regress, tag
 
 log = logging.getLogger("bigmodel_jax.train")
@@ -100,7 +100,15 @@ def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
 
 
 def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
+    """The compiled step (params, opt_state, batch, step) -> (params, opt_state, metrics).
+
+    jit mode: one SPMD program over the mesh; the shardings of state and batch come from the
+    logical rules and XLA inserts the collectives (FSDP all-gathers, tensor-parallel all-reduces,
+    the data-parallel gradient reduction). pmap mode: classic data parallelism, the same loss on
+    each device's rows and an explicit pmean of the gradients; the state stays the same replicated
+    tree as in jit mode, so checkpoints move freely between the two."""
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+    pmap_mode = cfg.parallel.mode == "pmap"
 
     def loss_and_grad(params, batch, rng):
         def f(p):  # training always gets rngs (None means evaluation); a rate of 0 draws nothing
@@ -109,16 +117,31 @@ def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
 
     def step_fn(params, opt_state, batch, step):
         rng = jax.random.fold_in(dropout_base, step)
+        if pmap_mode:  # each device draws its own dropout masks (jit mode draws the global batch's)
+            rng = jax.random.fold_in(rng, jax.lax.axis_index("data"))
         grads, metrics = accumulate_gradients(loss_and_grad, params, batch, cfg.train.grad_accum_steps, rng)
+        if pmap_mode:
+            grads, metrics = weighted_pmean(grads, metrics, "data")
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=schedule(step))
         return params, opt_state, metrics
 
+    if pmap_mode:  # state in and out replicated (in_axes/out_axes None), batch [devices, rows, ...]
+        pmapped = jax.pmap(step_fn, axis_name="data", in_axes=(None, None, 0, None), out_axes=None,
+                           devices=list(mesh.devices.flat), donate_argnums=(0, 1))
+        rep = sharding.replicated(mesh)
+        # pmap hands back each process's own replicas; relabel them (no copy) as one global array
+        # over the mesh, which is what Orbax and the jit-compiled evaluation take.
+        def call(*args):
+            return jax.tree.map(lambda x: sharding.as_global(x, rep), pmapped(*args))
+
+        call.lower = pmapped.lower
+        return call
     batch_sh = sharding.batch_sharding(mesh)
     rep = sharding.replicated(mesh)
-    return jax.jit(step_fn, in_shardings=(param_sh, opt_sh, batch_sh, rep),
-                   out_shardings=(param_sh, opt_sh, rep), donate_argnums=(0, 1))
+    return sharding.under_mesh(jax.jit(step_fn, in_shardings=(param_sh, opt_sh, batch_sh, rep),
+                                       out_shardings=(param_sh, opt_sh, rep), donate_argnums=(0, 1)), mesh)
 
 
 def make_eval_step(graphdef, task, param_sh, mesh):
@@ -126,8 +149,8 @@ def make_eval_step(graphdef, task, param_sh, mesh):
         _, metrics = task.loss_fn(nnx.merge(graphdef, params), batch, None)
         return metrics
 
-    return jax.jit(eval_fn, in_shardings=(param_sh, sharding.batch_sharding(mesh)),
-                   out_shardings=sharding.replicated(mesh))
+    return sharding.under_mesh(jax.jit(eval_fn, in_shardings=(param_sh, sharding.batch_sharding(mesh)),
+                                       out_shardings=sharding.replicated(mesh)), mesh)
 
 
 def evaluate(eval_step, params, batches, mesh, perplexity: bool = False) -> dict[str, float]:
@@ -154,7 +177,7 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     if meta is None:
         return
     saved = json.loads(meta["config"])["model"]
-    free = ("dtype", "dropout", "drop_path")  # compute precision and regularization may change between runs
+    free = ("dtype", "dropout", "drop_path", "remat")  # precision, regularization and remat may change between runs
     diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if k not in free and saved.get(k) != v}
     if diff:
         key = sorted(diff)[0]
@@ -215,6 +238,18 @@ def transfer_params(params: Any, param_sh: Any, source: dict[str, Any], init_fro
     return params
 
 
+def make_data(cfg: ml_collections.ConfigDict, task, workdir: Path):
+    """The task's data for this process. With several processes, process 0 prepares first (TFDS
+    builders, tokenizer files in the workdir) while the others wait at a barrier, then they read
+    what it wrote: no two processes write the same file."""
+    if jax.process_index() != 0:
+        distributed.barrier("data prepared")
+    data = task.make_data(cfg, workdir, jax.process_index(), jax.process_count())
+    if jax.process_index() == 0:
+        distributed.barrier("data prepared")
+    return data
+
+
 def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | None = None,
           devices: list | None = None, stop_after: int | None = None) -> TrainResult:
     """Trains (or resumes) in workdir. devices: a subset of jax.devices() (tests), default all.
@@ -224,12 +259,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     config_lib.validate(cfg, num_devices, jax.process_count())  # before anything compiles
     enable_compilation_cache(cfg.compilation_cache_dir)
     task = TASKS[cfg.task]
-    is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config_lib.mesh_shape(cfg, num_devices), devices)
-    log.info("mesh %s over %d devices (%s), %d process(es)", dict(mesh.shape), num_devices,
-             jax.devices()[0].device_kind, jax.process_count())
-
-    data = task.make_data(cfg, workdir, jax.process_index(), jax.process_count())
+    log.info("%s mode, mesh %s over %d devices (%s), %d process(es)", cfg.parallel.mode, dict(mesh.shape),
+             num_devices, jax.devices()[0].device_kind, jax.process_count())
+    is_main = jax.process_index() == 0
+    data = make_data(cfg, task, workdir)
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # a private copy: the vocab comes from the data
     cfg.model.update(data.model_overrides)
     check_same_model(workdir, cfg)
@@ -247,6 +281,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     evals_since_best = 0
     restored = checkpoint.restore(workdir / "checkpoints", checkpoint.abstract_like(params, param_sh),
                                   checkpoint.abstract_like(opt_state, opt_sh), set_aside_unreadable=True)
+    distributed.barrier("looked for checkpoints")  # before anyone creates the checkpoint folders
     ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
     if restored is not None:
         result.step, params, opt_state, meta = restored
@@ -299,7 +334,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     t_last, steps_since, step = time.perf_counter(), 0, result.step
     try:
         while step < cfg.train.num_steps:
-            batch = sharding.put_batch(next(data_iter), mesh)
+            batch = sharding.put_batch(next(data_iter), mesh, per_device=cfg.parallel.mode == "pmap")
             params, opt_state, m = train_step(params, opt_state, batch, jnp.asarray(step, jnp.int32))
             step += 1
             steps_since += 1
@@ -361,24 +396,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
     for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m bigmodel_jax.train")
+    parser.add_argument("--workdir", required=True, help="checkpoints, metrics, tokenizer; rerun to resume")
+    parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    distributed.add_flags(parser)
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\nEvery config field is an override: --config.train.num_steps=100, "
-              "--config.model.num_layers=6, ... (see the config file).")
+              "--config.model.num_layers=6, ... (see the config file).\n")
+        parser.print_help()
         return 0
     try:
         cfg, rest = config_lib.parse_config_args(argv)
-        parser = argparse.ArgumentParser(prog="python -m bigmodel_jax.train")
-        parser.add_argument("--workdir", required=True, help="checkpoints, metrics, tokenizer; rerun to resume")
-        parser.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
         args = parser.parse_args(rest)
+        if (problem := distributed.check_flags(args)) is not None:
+            parser.error(problem)
+        distributed.initialize(args)  # before anything else touches the devices
         result = train(cfg, args.workdir, progress=False if args.no_progress else None)
     except config_lib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    print(f"done: step {result.step}, best validation {result.metric} {result.best_metric:.4f} "
-          f"(step {result.best_step})" + (" (stopped early)" if result.stopped_early else "")
-          + "".join(f", test {k} {v:.4f}" for k, v in result.test_metrics.items()))
+    if jax.process_index() == 0:
+        print(f"done: step {result.step}, best validation {result.metric} {result.best_metric:.4f} "
+              f"(step {result.best_step})" + (" (stopped early)" if result.stopped_early else "")
+              + "".join(f", test {k} {v:.4f}" for k, v in result.test_metrics.items()))
     return 0
 
 

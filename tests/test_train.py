@@ -27,18 +27,6 @@ def test_loss_falls_on_real_text(tmp_path, tfds_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mesh", [{"parallel.data": 8}, {"parallel.data": 2, "parallel.fsdp": 4},
-                                  {"parallel.data": 2, "parallel.fsdp": 2, "parallel.tensor": 2}])
-def test_sharded_step_matches_one_device(tmp_path, tfds_dir, mesh):
-    common = {"train.num_steps": 6, "train.eval_every": 6, "train.checkpoint_every": 6}
-    one = train.train(tiny_config(tfds_dir, **common, **{"parallel.data": 1}), tmp_path / "one",
-                      devices=jax.devices()[:1])
-    many = train.train(tiny_config(tfds_dir, **common, **mesh), tmp_path / "many")
-    np.testing.assert_allclose(losses(many), losses(one), rtol=2e-5)
-    np.testing.assert_allclose(many.val_losses[6], one.val_losses[6], rtol=2e-5)
-
-
-@pytest.mark.slow
 def test_resume_matches_unbroken_run(tmp_path, tfds_dir):
     cfg = {"train.num_steps": 20, "model.dropout": 0.1, "train.grad_accum_steps": 2, "parallel.data": 2}
     unbroken = train.train(tiny_config(tfds_dir, **cfg), tmp_path / "a", devices=jax.devices()[:2])

@@ -104,13 +104,16 @@ def test_vit_resume_matches_unbroken_run(digits_tfds, tmp_path):
 
 
 @pytest.mark.slow
-def test_vit_sharded_over_data_fsdp_tensor_matches_one_device(digits_tfds, tmp_path):
+@pytest.mark.parametrize("mesh,drop_path", [
+    ({"parallel.data": 2, "parallel.fsdp": 2, "parallel.tensor": 2}, 0.2),
+    ({"parallel.mode": "pmap", "parallel.data": -1}, 0.0),  # pmap draws per-device masks: not the same numbers
+])
+def test_vit_sharded_and_pmap_match_one_device(digits_tfds, tmp_path, mesh, drop_path):
     over = {"train.num_steps": 6, "train.log_every": 1, "train.eval_every": 6, "train.checkpoint_every": 6,
-            "train.batch_size": 16, "model.drop_path": 0.2, "data.mixup_alpha": 0.2}
+            "train.batch_size": 16, "model.drop_path": drop_path, "data.mixup_alpha": 0.2}
     one = train_lib.train(vit_config(digits_tfds, **over, **{"parallel.data": 1}), tmp_path / "one",
                           progress=False, devices=jax.devices()[:1])
-    many = train_lib.train(vit_config(digits_tfds, **over, **{"parallel.data": 2, "parallel.fsdp": 2,
-                                                               "parallel.tensor": 2}), tmp_path / "many", progress=False)
+    many = train_lib.train(vit_config(digits_tfds, **over, **mesh), tmp_path / "many", progress=False)
     np.testing.assert_allclose(list(many.train_losses.values()), list(one.train_losses.values()), rtol=2e-5)
     assert many.test_metrics["accuracy"] == pytest.approx(one.test_metrics["accuracy"])
 

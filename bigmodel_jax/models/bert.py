@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import Block, Dense, Embed, Norm, param
+from bigmodel_jax.models.layers import Block, Dense, Embed, Norm, gathered, param
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -29,7 +29,7 @@ class Bert(nnx.Module):
         self.blocks = nnx.List([
             Block(d, cfg.num_heads, cfg.num_heads, cfg.mlp_dim, rngs=rngs, causal=False, norm="layernorm",
                   activation=cfg.activation, dropout=cfg.dropout, dtype=self.dtype, post_norm=True,
-                  norm_eps=cfg.norm_eps)
+                  norm_eps=cfg.norm_eps, remat=cfg.get("remat", "none"))
             for _ in range(cfg.num_layers)])
         self.pooler = Dense(d, d, ("embed", None), rngs=rngs, dtype=self.dtype)
 
@@ -41,8 +41,8 @@ class Bert(nnx.Module):
         positions_bt = jnp.broadcast_to(jnp.arange(t), (b, t))
         if token_type_ids_bt is None:
             token_type_ids_bt = jnp.zeros_like(input_ids_bt)
-        x = (self.word_embed(input_ids_bt) + self.pos_embed[...][:t][None]
-             + jnp.take(self.type_embed[...], token_type_ids_bt, axis=0))
+        x = (self.word_embed(input_ids_bt) + gathered(self.pos_embed)[:t][None]
+             + jnp.take(gathered(self.type_embed), token_type_ids_bt, axis=0))
         x = self.embed_norm(x)
         x = self.embed_dropout(x, deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         mask_bts = None if attention_mask_bt is None else attention_mask_bt[:, None, :].astype(bool)
@@ -74,7 +74,7 @@ class BertMLM(nnx.Module):
         if masked_positions_bk is not None:
             h = jnp.take_along_axis(h, masked_positions_bk[..., None], axis=1)  # [B, K, D]
         h = self.mlm_norm(jax.nn.gelu(self.mlm_dense(h), approximate=self.bert.cfg.activation == "gelu_tanh"))
-        return self.bert.word_embed.attend(h, self.bert.dtype) + self.mlm_bias[...]
+        return self.bert.word_embed.attend(h, self.bert.dtype) + gathered(self.mlm_bias)
 
 
 def count_params(cfg: ml_collections.ConfigDict, include_embeddings: bool = True) -> int:

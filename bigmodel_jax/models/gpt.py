@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import Block, Embed, KVCache, Norm, init_kv_cache, matmul, param
+from bigmodel_jax.sharding import constrain
+from bigmodel_jax.models.layers import Block, Embed, KVCache, Norm, gathered, init_kv_cache, matmul, param
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -29,7 +30,7 @@ class GPT(nnx.Module):
             Block(d, cfg.num_heads, cfg.num_kv_heads or cfg.num_heads, cfg.mlp_dim, rngs=rngs, causal=True,
                   norm=cfg.norm, activation=cfg.activation, use_rope=cfg.positions == "rope",
                   rope_theta=cfg.rope_theta, use_bias=cfg.use_bias, dropout=cfg.dropout, out_std=out_std,
-                  dtype=self.dtype)
+                  dtype=self.dtype, remat=cfg.get("remat", "none"))
             for _ in range(cfg.num_layers)])
         self.final_norm = Norm(d, cfg.norm, use_bias=cfg.use_bias)
         self.lm_head = None if cfg.tie_embeddings else param(rngs.params(), (d, cfg.vocab_size), ("embed", "vocab"))
@@ -48,7 +49,7 @@ class GPT(nnx.Module):
         positions_bt = jnp.broadcast_to(start + jnp.arange(t), (b, t))
         x = self.token_embed(tokens_bt)
         if self.pos_embed is not None:
-            x = x + jnp.take(self.pos_embed[...], positions_bt, axis=0)
+            x = x + jnp.take(gathered(self.pos_embed), positions_bt, axis=0)
         x = self.embed_dropout(x, deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         new_cache = [] if cache is not None else None
         for i, block in enumerate(self.blocks):
@@ -60,8 +61,8 @@ class GPT(nnx.Module):
         if self.lm_head is None:
             logits = self.token_embed.attend(x, self.dtype)
         else:
-            logits = matmul(x, self.lm_head[...], self.dtype)
-        return logits, new_cache
+            logits = matmul(x, gathered(self.lm_head), self.dtype)
+        return constrain(logits, ("batch", None, "act_vocab")), new_cache
 
     def init_cache(self, batch: int, max_len: int | None = None, dtype: Any = None) -> list[KVCache]:
         cfg = self.cfg

@@ -15,6 +15,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from bigmodel_jax.sharding import constrain
 
 Array = jax.Array
 KVCache = dict[str, Array]  # {"k": [B, Hkv, S, D], "v": [B, Hkv, S, D]}
@@ -29,6 +32,14 @@ def param(key: Array, shape: tuple[int, ...], axes: tuple[str | None, ...], std:
     else:
         value = std * jax.random.normal(key, shape, jnp.float32)
     return nnx.Param(value, out_sharding=axes, eager_sharding=False)
+
+
+def gathered(p: nnx.Param) -> Array:
+    """A parameter's value as the computation uses it: FSDP's shards of the embed dim gathered
+    (ZeRO-3: a layer's weights are all-gathered when it runs and its gradients reduce-scattered
+    back), tensor-parallel dims left split. Without this pin XLA sometimes shards activations
+    along the embed dim to match a norm scale and then reshuffles them whole."""
+    return constrain(p[...], tuple(None if a == "embed" else a for a in p.out_sharding))
 
 
 # ----------------------------------------------------------------------------- the one matmul
@@ -70,8 +81,9 @@ _matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def matmul(x: Array, w: Array, dtype: Any, w_transposed: bool = False) -> Array:
-    """x[..., in] @ w[in, out] (or w[out, in]ᵀ) in `dtype` with f32 accumulation; returns f32."""
-    return _matmul(x.astype(dtype), w, w_transposed)
+    """x[..., in] @ w[in, out] (or w[out, in]ᵀ) in `dtype` with f32 accumulation; returns f32.
+    The output is named "matmul" for the dots_saveable remat policy."""
+    return checkpoint_name(_matmul(x.astype(dtype), w, w_transposed), "matmul")
 
 
 # ----------------------------------------------------------------------------- small layers
@@ -83,8 +95,8 @@ class Dense(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: Array) -> Array:
-        y = matmul(x, self.kernel[...], self.dtype)
-        return y if self.bias is None else y + self.bias[...]
+        y = matmul(x, gathered(self.kernel), self.dtype)
+        return y if self.bias is None else y + gathered(self.bias)
 
 
 class Norm(nnx.Module):
@@ -100,8 +112,8 @@ class Norm(nnx.Module):
         if self.kind == "layernorm":
             x = x - x.mean(-1, keepdims=True)
         x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + self.eps)
-        x = x * self.scale[...]
-        return x if self.bias is None else x + self.bias[...]
+        x = x * gathered(self.scale)
+        return x if self.bias is None else x + gathered(self.bias)
 
 
 class Embed(nnx.Module):
@@ -110,11 +122,11 @@ class Embed(nnx.Module):
         self.embedding = param(rngs.params(), (num, dim), axes, std)
 
     def __call__(self, ids: Array) -> Array:
-        return jnp.take(self.embedding[...], ids, axis=0)
+        return jnp.take(gathered(self.embedding), ids, axis=0)
 
     def attend(self, x: Array, dtype: Any) -> Array:
         """Tied output head: x[..., d] · Eᵀ, contracting the embedding's dim 1 (no transpose copy)."""
-        return matmul(x, self.embedding[...], dtype, w_transposed=True)
+        return matmul(x, gathered(self.embedding), dtype, w_transposed=True)
 
 
 def rope(x_bhtd: Array, positions_bt: Array, theta: float = 10000.0) -> Array:
@@ -150,7 +162,7 @@ class Attention(nnx.Module):
 
     def _heads(self, x_btf: Array, n: int) -> Array:
         b, t, _ = x_btf.shape
-        return x_btf.reshape(b, t, n, self.head_dim).transpose(0, 2, 1, 3)
+        return constrain(x_btf.reshape(b, t, n, self.head_dim).transpose(0, 2, 1, 3), ("batch", "act_heads", None, None))
 
     def __call__(self, x_btd: Array, positions_bt: Array, *, mask_bts: Array | None = None,
                  cache: KVCache | None = None, cache_index: Array | None = None,
@@ -193,7 +205,8 @@ class Attention(nnx.Module):
         probs = probs.astype(self.dtype).reshape(b, self.num_kv_heads, groups, t, s)
         y = jnp.einsum("bkgts,bksd->bkgtd", probs, v, preferred_element_type=jnp.float32)
         y = y.reshape(b, self.num_heads, t, self.head_dim).transpose(0, 2, 1, 3).reshape(b, t, -1)
-        return self.out(y.astype(self.dtype)), cache
+        y = constrain(y.astype(self.dtype), ("batch", None, "act_heads"))
+        return self.out(y), cache
 
 
 def init_kv_cache(batch: int, num_layers: int, num_kv_heads: int, max_len: int, head_dim: int,
@@ -228,22 +241,43 @@ class MLP(nnx.Module):
             h = jax.nn.silu(self.gate(x)) * h
         else:
             h = jax.nn.gelu(h, approximate=self.activation == "gelu_tanh")
-        return self.down(h.astype(self.dtype))
+        return self.down(constrain(h.astype(self.dtype), ("batch", None, "act_mlp")))
+
+
+def _block_forward(block: "Block", x: Array, positions_bt: Array, mask_bts: Array | None,
+                   rngs: nnx.Rngs | None) -> Array:
+    return block.forward(x, positions_bt, mask_bts=mask_bts, rngs=rngs)[0]
+
+
+# Rematerialization (gradient checkpointing) of a whole block in training: "full" keeps only the
+# block's input and recomputes everything in the backward pass (least memory, ~1/3 more compute);
+# "dots_saveable" keeps the matmul outputs and recomputes the cheap elementwise ops between them.
+# Our matmuls are a custom VJP, which jax's dots_saveable does not see, so their outputs are
+# named ("matmul") and saved by name, beside the attention einsums that dots_saveable does save.
+REMAT = {
+    "none": None,
+    "full": nnx.remat(_block_forward, policy=jax.checkpoint_policies.nothing_saveable),
+    "dots_saveable": nnx.remat(_block_forward, policy=jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_saveable, jax.checkpoint_policies.save_only_these_names("matmul"))),
+}
 
 
 class Block(nnx.Module):
     """Pre-LN Transformer block (GPT-2, Llama, ViT): x + Attn(Norm(x)), then x + MLP(Norm(x)).
     post_norm=True is the original Transformer / BERT order: Norm(x + Attn(x)), then Norm(x + MLP(x)).
-    drop_path: stochastic-depth rate of both residual branches (pre-LN only)."""
+    drop_path: stochastic-depth rate of both residual branches (pre-LN only).
+    remat: a key of REMAT, applied in training (never with a KV cache)."""
 
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp_dim: int, *, rngs: nnx.Rngs,
                  causal: bool, norm: str = "layernorm", activation: str = "gelu", use_rope: bool = False,
                  rope_theta: float = 10000.0, use_bias: bool = True, dropout: float = 0.0,
                  out_std: float = 0.02, dtype: Any = jnp.float32, post_norm: bool = False,
-                 norm_eps: float = 1e-5, drop_path: float = 0.0):
+                 norm_eps: float = 1e-5, drop_path: float = 0.0, remat: str = "none"):
         if post_norm and drop_path:
             raise ValueError("drop_path is for pre-LN blocks")
-        self.post_norm, self.dtype, self.drop_path_rate = post_norm, dtype, drop_path
+        if remat not in REMAT:
+            raise ValueError(f"remat={remat!r}; valid: {list(REMAT)}")
+        self.post_norm, self.dtype, self.drop_path_rate, self.remat = post_norm, dtype, drop_path, remat
         self.attn_norm = Norm(dim, norm, eps=norm_eps, use_bias=use_bias)
         self.attn = Attention(dim, num_heads, num_kv_heads, rngs=rngs, causal=causal, use_rope=use_rope,
                               rope_theta=rope_theta, use_bias=use_bias, dropout=dropout, out_std=out_std,
@@ -255,6 +289,16 @@ class Block(nnx.Module):
     def __call__(self, x: Array, positions_bt: Array, *, mask_bts: Array | None = None,
                  cache: KVCache | None = None, cache_index: Array | None = None,
                  rngs: nnx.Rngs | None = None) -> tuple[Array, KVCache | None]:
+        if REMAT[self.remat] is not None and cache is None:
+            x = REMAT[self.remat](self, x, positions_bt, mask_bts, rngs)
+        else:
+            x, cache = self.forward(x, positions_bt, mask_bts=mask_bts, cache=cache, cache_index=cache_index,
+                                    rngs=rngs)
+        return constrain(x, ("batch", None, None)), cache
+
+    def forward(self, x: Array, positions_bt: Array, *, mask_bts: Array | None = None,
+                cache: KVCache | None = None, cache_index: Array | None = None,
+                rngs: nnx.Rngs | None = None) -> tuple[Array, KVCache | None]:
         det = rngs is None
         if self.post_norm:
             h, cache = self.attn(x, positions_bt, mask_bts=mask_bts, cache=cache, cache_index=cache_index,

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bigmodel_jax.models.layers import Block, Dense, Norm, param
+from bigmodel_jax.models.layers import Block, Dense, Norm, gathered, param
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -51,7 +51,7 @@ class ViT(nnx.Module):
         self.blocks = nnx.List([
             Block(d, cfg.num_heads, cfg.num_heads, cfg.mlp_dim, rngs=rngs, causal=False, norm="layernorm",
                   activation=cfg.activation, dropout=cfg.dropout, dtype=self.dtype, norm_eps=cfg.norm_eps,
-                  drop_path=float(rate))
+                  drop_path=float(rate), remat=cfg.get("remat", "none"))
             for rate in rates])
         self.final_norm = Norm(d, "layernorm", eps=cfg.norm_eps)
         # zero-init classifier (big_vision): every class starts at the same logit
@@ -66,9 +66,9 @@ class ViT(nnx.Module):
                              "for another size: init_from a checkpoint with a new model.image_size)")
         x = self.patch_embed(patchify(images_bhwc, c.patch_size))  # [B, N, D] f32
         if self.cls_token is not None:
-            cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
+            cls = jnp.broadcast_to(gathered(self.cls_token), (x.shape[0], 1, x.shape[-1]))
             x = jnp.concatenate([cls, x], axis=1)
-        x = x + self.pos_embed[...][None]
+        x = x + gathered(self.pos_embed)[None]
         x = self.embed_dropout(x, deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         positions_bt = jnp.zeros(x.shape[:2], jnp.int32)  # unused: positions are the embeddings above
         for block in self.blocks:

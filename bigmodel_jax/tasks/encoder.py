@@ -12,7 +12,6 @@ model can only have the shape of what it starts from.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Callable, Iterable
@@ -58,19 +57,15 @@ def validate(cfg: ml_collections.ConfigDict, datasets: dict | None = None, file_
         raise ConfigError("data.tokenizer_dir", cfg.data.tokenizer_dir, "a folder with vocab.txt or tokenizer.json")
 
 
+def _bert_config(hf_cfg: dict) -> dict:
+    from bigmodel_jax import hf
+
+    return hf.bert_config(hf_cfg)
+
+
 def source_architecture(init_from: str) -> dict:
     """The model section values that fix the shape of an `init_from` source."""
-    src = pretrained.resolve(init_from)
-    if (src / "config.json").is_file():
-        from bigmodel_jax import hf
-        model = hf.bert_config(json.loads((src / "config.json").read_text()))
-    else:
-        from bigmodel_jax import checkpoint
-        meta = checkpoint.read_meta(src / "checkpoints")
-        if meta is None:
-            raise ConfigError("init_from", init_from, f"{src / 'checkpoints'} holds no checkpoint")
-        model = json.loads(meta["config"])["model"]
-    return {k: model[k] for k in ARCH_KEYS}
+    return pretrained.source_architecture(init_from, ARCH_KEYS, _bert_config, "BERT")
 
 
 def tokenizer_and_architecture(cfg: ml_collections.ConfigDict, workdir: Path, process_index: int,
@@ -91,11 +86,7 @@ def tokenizer_and_architecture(cfg: ml_collections.ConfigDict, workdir: Path, pr
         tok.save(own)
     overrides = {"vocab_size": tok.vocab_size}
     if src is not None:
-        arch = source_architecture(cfg.init_from)
-        changed = {k: (cfg.model[k], v) for k, v in arch.items() if cfg.model[k] != v}
-        if changed:
-            log.info("model shape from %s (config vs source): %s", cfg.init_from, changed)
-        overrides.update(arch)
+        overrides.update(pretrained.shape_from_source(cfg, ARCH_KEYS, _bert_config, "BERT"))
     max_len = overrides.get("max_len", cfg.model.max_len)
     if cfg.data.seq_len > max_len:
         raise ConfigError("data.seq_len", cfg.data.seq_len, f"at most the model's max_len={max_len}")

@@ -14,7 +14,6 @@ another resolution (`init_from` resamples its position embeddings to the new pat
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -68,29 +67,16 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         source_architecture(cfg.init_from)  # raises ConfigError when it is not a ViT source
 
 
+def _vit_config(hf_cfg: dict) -> dict:
+    from bigmodel_jax import hf
+
+    return hf.vit_config(hf_cfg)
+
+
 def source_architecture(init_from: str) -> dict:
     """The model values of an `init_from` source (an HF ViT directory or a workdir of ours) that
     fix the shapes of everything but the position embeddings and the head."""
-    try:
-        src = pretrained.resolve(init_from)
-    except FileNotFoundError as e:
-        raise ConfigError("init_from", init_from, str(e)) from None
-    if (src / "config.json").is_file():
-        from bigmodel_jax import hf
-        try:
-            return {k: v for k, v in hf.vit_config(json.loads((src / "config.json").read_text())).items()
-                    if k in ARCH_KEYS}
-        except ValueError as e:
-            raise ConfigError("init_from", init_from, f"not a ViT directory: {e}") from None
-    from bigmodel_jax import checkpoint
-    meta = checkpoint.read_meta(src / "checkpoints")
-    if meta is None:
-        raise ConfigError("init_from", init_from, "a Hugging Face ViT directory (config.json + model.safetensors) "
-                                                  f"or a workdir of ours with checkpoints; {src} is neither")
-    saved = json.loads(meta["config"])
-    if saved["task"] != "image_classify":
-        raise ConfigError("init_from", init_from, f"its checkpoints are of task {saved['task']!r}, not a ViT")
-    return {k: saved["model"][k] for k in ARCH_KEYS}
+    return pretrained.source_architecture(init_from, ARCH_KEYS, _vit_config, "ViT", tasks=("image_classify",))
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> vit.ViT:
@@ -124,11 +110,7 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
               "test": augment.eval_arrays(splits["test"])}
     overrides = {"num_classes": len(data.class_names), "num_channels": int(data.train["image"].shape[-1])}
     if cfg.init_from:
-        arch = source_architecture(cfg.init_from)
-        changed = {k: (cfg.model[k], v) for k, v in arch.items() if cfg.model[k] != v}
-        if changed:
-            log.info("model shape from %s (config vs source): %s", cfg.init_from, changed)
-        overrides.update(arch)
+        overrides.update(pretrained.shape_from_source(cfg, ARCH_KEYS, _vit_config, "ViT", tasks=("image_classify",)))
     return example_data(cfg, None, overrides, arrays, process_index, process_count, transform)
 
 
