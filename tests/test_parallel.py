@@ -96,10 +96,10 @@ def test_per_device_state_shrinks_by_fsdp_times_tensor(tfds_dir, mesh, factor):
 def test_checkpoint_restores_onto_another_mesh_and_device_count(tfds_dir, tmp_path, one_device, source, target):
     """Saved at step 5 on 8 devices, resumed on 4 with another layout: steps 6..10 match the
     unbroken one-device run (the same next-step loss, and the ones after it)."""
-    every5 = {"train.checkpoint_every": 5}
-    first = train.train(tiny_config(tfds_dir, **PAR, **source, **every5), tmp_path, stop_after=5)
+    every5 = dict(PAR, **{"train.checkpoint_every": 5})
+    first = train.train(tiny_config(tfds_dir, **every5, **source), tmp_path, stop_after=5)
     assert first.step == 5
-    resumed = train.train(tiny_config(tfds_dir, **PAR, **target, **every5), tmp_path, devices=jax.devices()[:4])
+    resumed = train.train(tiny_config(tfds_dir, **every5, **target), tmp_path, devices=jax.devices()[:4])
     assert min(resumed.train_losses) == 6
     ref = one_device["float32"].train_losses
     for step in range(6, 11):
