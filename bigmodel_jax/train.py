@@ -130,9 +130,13 @@ def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
     if pmap_mode:  # state in and out replicated (in_axes/out_axes None), batch [devices, rows, ...]
         pmapped = jax.pmap(step_fn, axis_name="data", in_axes=(None, None, 0, None), out_axes=None,
                            devices=list(mesh.devices.flat), donate_argnums=(0, 1))
+        if jax.process_count() == 1:
+            return pmapped
         rep = sharding.replicated(mesh)
-        # pmap hands back each process's own replicas; relabel them (no copy) as one global array
-        # over the mesh, which is what Orbax and the jit-compiled evaluation take.
+
+        # With several processes pmap hands back each process's own replicas; relabel them (no
+        # copy; a few Python calls per array and step) as one global array over the mesh, which
+        # is what Orbax and the jit-compiled evaluation take.
         def call(*args):
             return jax.tree.map(lambda x: sharding.as_global(x, rep), pmapped(*args))
 
