@@ -48,8 +48,9 @@ def source_architecture(init_from: str, arch_keys: Iterable[str], hf_config: Cal
 
         meta = checkpoint.read_meta(src / "checkpoints")
         if meta is None:
-            raise ConfigError("init_from", init_from, f"a Hugging Face {kind} directory (config.json + model.safetensors) "
-                                                      f"or a workdir of ours with checkpoints; {src} is neither")
+            raise ConfigError("init_from", init_from, f"a Hugging Face {kind} directory (config.json + "
+                                                      f"model.safetensors) or a workdir of ours with checkpoints; "
+                                                      f"{src} is neither")
         saved = json.loads(meta["config"])
         if tasks is not None and saved["task"] not in tasks:
             raise ConfigError("init_from", init_from, f"its checkpoints are of task {saved['task']!r}, not a {kind}")

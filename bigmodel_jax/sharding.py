@@ -140,8 +140,8 @@ def as_global(x: jax.Array, replicated_sharding: NamedSharding) -> jax.Array:
     """A replicated array held by this process's devices (a pmap output) as the global replicated
     array over the whole mesh, reusing the same device buffers."""
     by_device = {s.device: s.data for s in x.addressable_shards}
-    return jax.make_array_from_single_device_arrays(
-        x.shape, replicated_sharding, [by_device[d] for d in replicated_sharding.addressable_devices_indices_map(x.shape)])
+    order = replicated_sharding.addressable_devices_indices_map(x.shape)  # this process's devices
+    return jax.make_array_from_single_device_arrays(x.shape, replicated_sharding, [by_device[d] for d in order])
 
 
 def bytes_per_device(tree: Any) -> int:

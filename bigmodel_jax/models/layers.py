@@ -162,7 +162,8 @@ class Attention(nnx.Module):
 
     def _heads(self, x_btf: Array, n: int) -> Array:
         b, t, _ = x_btf.shape
-        return constrain(x_btf.reshape(b, t, n, self.head_dim).transpose(0, 2, 1, 3), ("batch", "act_heads", None, None))
+        x_bhtd = x_btf.reshape(b, t, n, self.head_dim).transpose(0, 2, 1, 3)
+        return constrain(x_bhtd, ("batch", "act_heads", None, None))
 
     def __call__(self, x_btd: Array, positions_bt: Array, *, mask_bts: Array | None = None,
                  cache: KVCache | None = None, cache_index: Array | None = None,
