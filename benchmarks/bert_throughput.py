@@ -70,8 +70,7 @@ def head_on_all_positions(batch: dict) -> dict:
 
 def time_ours(cfg, batch: dict, steps: int, warmup: int):
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    graphdef, params, param_sh, tx, schedule, opt_sh = init_state(cfg, mlm, mesh)
-    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, mlm, mesh)
     step_fn = make_train_step(graphdef, mlm, tx, schedule, cfg, param_sh, opt_sh, mesh)
     batch = sharding.put_batch(batch, mesh)
     step = 0

@@ -91,8 +91,7 @@ def measure(size: str, overrides: dict, num_devices: int, steps: int) -> dict:
     task = train.TASKS[cfg.task]
     devices = jax.devices()[:num_devices]
     mesh = sharding.make_mesh(config_lib.mesh_shape(cfg, num_devices), devices)
-    graphdef, params, param_sh, tx, schedule, opt_sh = train.init_state(cfg, task, mesh)
-    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = train.init_state(cfg, task, mesh)
     state_mb = (sharding.bytes_per_device(params) + sharding.bytes_per_device(opt_state)) / 1e6
     step = train.make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)
     rng = np.random.default_rng(0)

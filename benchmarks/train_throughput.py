@@ -49,8 +49,7 @@ def our_config(size, dtype, accum=1):
 def time_ours(size, dtype, steps, accum=1):
     cfg = our_config(size, dtype, accum)
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    graphdef, params, param_sh, tx, schedule, opt_sh = init_state(cfg, causal_lm, mesh)
-    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, causal_lm, mesh)
     step_fn = make_train_step(graphdef, causal_lm, tx, schedule, cfg, param_sh, opt_sh, mesh)
     rng = np.random.default_rng(0)
     batch = {"inputs": rng.integers(0, size[5], (size[4], size[3])).astype(np.int32)}

@@ -139,9 +139,7 @@ def put_batch(batch: dict[str, np.ndarray], mesh: Mesh, per_device: bool = False
 def as_global(x: jax.Array, replicated_sharding: NamedSharding) -> jax.Array:
     """A replicated array held by this process's devices (a pmap output) as the global replicated
     array over the whole mesh, reusing the same device buffers."""
-    by_device = {s.device: s.data for s in x.addressable_shards}
-    order = replicated_sharding.addressable_devices_indices_map(x.shape)  # this process's devices
-    return jax.make_array_from_single_device_arrays(x.shape, replicated_sharding, [by_device[d] for d in order])
+    return jax.make_array_from_single_device_arrays(x.shape, replicated_sharding, [s.data for s in x.addressable_shards])
 
 
 def bytes_per_device(tree: Any) -> int:

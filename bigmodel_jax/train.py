@@ -83,7 +83,8 @@ def load_trained(workdir: str | Path, which: str = "latest", dtype: str | None =
 
 def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
     """Abstract model -> shardings from the logical rules -> params and optimizer state created
-    directly in their shards (no full copy on one device)."""
+    directly in their shards (no full copy on one device). Returns
+    (graphdef, params, opt_state, param_sh, opt_sh, tx, schedule)."""
     graphdef, abstract_params, specs = abstract_model(cfg, task)
     param_sh = sharding.shardings_for(abstract_params, specs, mesh)
 
@@ -96,7 +97,8 @@ def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
                                    transform_non_params=lambda _: sharding.replicated(mesh))
     init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0)
     params = jax.jit(init_params, out_shardings=param_sh)(init_key)
-    return graphdef, params, param_sh, tx, schedule, opt_sh
+    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    return graphdef, params, opt_state, param_sh, opt_sh, tx, schedule
 
 
 def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
@@ -272,9 +274,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     cfg.model.update(data.model_overrides)
     check_same_model(workdir, cfg)
 
-    graphdef, params, param_sh, tx, schedule, opt_sh = init_state(cfg, task, mesh)
+    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, task, mesh)
     n_params = sum(x.size for x in jax.tree.leaves(params))
-    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
     train_step = make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)
     eval_step = make_eval_step(graphdef, task, param_sh, mesh)
 

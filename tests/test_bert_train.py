@@ -151,7 +151,7 @@ def test_init_from_minilm_takes_the_encoder_by_path_and_leaves_the_head_new(tfds
     cfg = bert_config("bert_cls.py", tfds_dir, **{f"model.{k}": v for k, v in arch.items()},
                       **{"model.vocab_size": 30522, "model.num_outputs": 6, "init_from": "minilm"})
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    _, params, param_sh, *_ = train_lib.init_state(cfg, train_lib.TASKS["classify"], mesh)
+    _, params, _, param_sh, *_ = train_lib.init_state(cfg, train_lib.TASKS["classify"], mesh)
     source = train_lib.source_params("minilm")
     loaded = train_lib._flat(train_lib.transfer_params(params, param_sh, source, "minilm"))
     fresh = train_lib._flat(params)

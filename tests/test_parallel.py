@@ -65,8 +65,7 @@ def _state_bytes(tfds_dir, mesh: dict, num_devices: int = 8):
                                    "model.vocab_size": 512, "model.max_len": 16}, **mesh)
     task = train.TASKS[cfg.task]
     m = sharding.make_mesh(config_lib.mesh_shape(cfg, num_devices), jax.devices()[:num_devices])
-    _, params, _, tx, _, opt_sh = train.init_state(cfg, task, m)
-    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    _, params, opt_state, *_ = train.init_state(cfg, task, m)
     return sharding.bytes_per_device(params), sharding.bytes_per_device(opt_state)
 
 

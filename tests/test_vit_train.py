@@ -72,7 +72,7 @@ def test_finetune_at_another_image_size(digits_run, digits_tfds, tmp_path):
     run_cfg.model.update(image_classify.source_architecture(str(src)), num_classes=10)
     assert run_cfg.model.num_layers == 2  # the source's depth wins over the config's
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    _, params, param_sh, *_ = train_lib.init_state(run_cfg, image_classify, mesh)
+    _, params, _, param_sh, *_ = train_lib.init_state(run_cfg, image_classify, mesh)
     adapted = image_classify.adapt_source(source, {k: v.shape for k, v in train_lib._flat(params).items()}, run_cfg)
     loaded = train_lib._flat(train_lib.transfer_params(params, param_sh, adapted, str(src)))
     assert loaded["pos_embed"].shape == (65, 64)
