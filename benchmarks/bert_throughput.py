@@ -77,15 +77,17 @@ def time_ours(cfg, batch: dict, steps: int, warmup: int):
 
     def run(n):
         nonlocal params, opt_state, step
-        t0 = time.perf_counter()
+        times = []
         for _ in range(n):
+            t0 = time.perf_counter()
             params, opt_state, m = step_fn(params, opt_state, batch, jnp.int32(step))
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t0)
             step += 1
-        jax.block_until_ready(m)
-        return time.perf_counter() - t0
+        return times
 
     run(warmup)  # compile + warm-up
-    return lambda: run(steps)
+    return lambda: run(steps)  # -> seconds of each step
 
 
 def time_torch(cfg, batch: dict, steps: int, warmup: int):
@@ -119,13 +121,35 @@ def time_torch(cfg, batch: dict, steps: int, warmup: int):
         opt.zero_grad(set_to_none=True)
 
     def run(n):
-        t0 = time.perf_counter()
+        times = []
         for _ in range(n):
+            t0 = time.perf_counter()
             one_step()
-        return time.perf_counter() - t0
+            times.append(time.perf_counter() - t0)
+        return times
 
     run(warmup)
-    return lambda: run(steps)
+    return lambda: run(steps)  # -> seconds of each step
+
+
+def measure(cfg, batch: dict, steps: int, repeats: int, warmup: int, all_positions: bool = True) -> dict:
+    """Best-step tokens/s of ours, ours with the head on all T positions (all_positions) and HF
+    BertForMaskedLM, timed in alternating windows of `steps` steps after `warmup` steps; also the
+    FLOPs per token of the row (metrics.flops_per_token with mlm.matmul_params) and the shape."""
+    ours = time_ours(cfg, batch, steps, warmup)
+    ours_all = time_ours(cfg, head_on_all_positions(batch), steps, warmup) if all_positions else None
+    theirs = time_torch(cfg, batch, steps, warmup)
+    t_ours, t_all, t_theirs = [], [], []
+    for _ in range(repeats):  # alternate so all see the same machine noise
+        t_ours += ours()
+        if ours_all is not None:
+            t_all += ours_all()
+        t_theirs += theirs()
+    m, (b, t) = cfg.model, batch["input_ids"].shape
+    return {"ours": b * t / min(t_ours), "ours_all": b * t / min(t_all) if t_all else None,
+            "torch": b * t / min(t_theirs), "tokens_per_step": b * t, "k": batch["masked_positions"].shape[1],
+            "flops_per_token": metrics.flops_per_token(m.num_layers, m.width, t, mlm.matmul_params(cfg)),
+            "shape": f"{m.num_layers}/{m.width}/{m.num_heads}/{m.mlp_dim}/{t}/{b}/{m.vocab_size}"}
 
 
 def main():
@@ -151,26 +175,14 @@ def main():
         for name in args.sizes.split(","):
             for dtype in args.dtypes.split(","):
                 cfg, batch = bert_config(name, dtype, args.dropout, Path(tmp))
-                ours = time_ours(cfg, batch, args.steps, args.warmup)
-                ours_all = time_ours(cfg, head_on_all_positions(batch), args.steps, args.warmup)
-                theirs = time_torch(cfg, batch, args.steps, args.warmup)
-                t_ours, t_all, t_theirs = [], [], []
-                for _ in range(args.repeats):  # alternate so all see the same machine noise
-                    t_ours.append(ours())
-                    t_all.append(ours_all())
-                    t_theirs.append(theirs())
-                m, (b, t) = cfg.model, batch["input_ids"].shape
-                tokens = b * t * args.steps
-                fpt = metrics.flops_per_token(m.num_layers, m.width, t, mlm.matmul_params(cfg))
+                r = measure(cfg, batch, args.steps, args.repeats, args.warmup)
                 peak = metrics.peak_flops_per_device(dtype)
-                o, a, h = tokens / min(t_ours), tokens / min(t_all), tokens / min(t_theirs)
-                shape = f"{m.num_layers}/{m.width}/{m.num_heads}/{m.mlp_dim}/{t}/{b}/{m.vocab_size}"
-                k = batch["masked_positions"].shape[1]
-                rows.append((name, shape, k, dtype, o, a, h, fpt / peak))
+                o, a, h = r["ours"], r["ours_all"], r["torch"]
+                rows.append((name, r["shape"], r["k"], dtype, o, a, h, r["flops_per_token"] / peak))
                 print(f"  {name} {dtype}: ours {o:,.0f} tok/s, head on all T {a:,.0f}, HF {h:,.0f} tok/s",
                       file=sys.stderr)
     print(f"\njax {jax.__version__} ({jax.devices()[0].device_kind}), torch {torch.__version__}, "
-          f"{os.cpu_count()} cores, {args.torch_threads} torch threads; best of {args.repeats} x {args.steps} steps "
+          f"{os.cpu_count()} cores, {args.torch_threads} torch threads; fastest step of {args.repeats} x {args.steps} steps "
           f"after {args.warmup} warm-up; dropout {args.dropout} in both\n")
     print("| model (L/d/H/mlp/T/B/V) | K | dtype | ours tok/s | ours, head on all T | HF BERT tok/s "
           "| ours / HF | ours all-T / HF | ours MFU | ours all-T MFU | HF MFU |")

@@ -4,8 +4,10 @@ sequence/batch/vocab, f32 and bf16 (torch: autocast), alternating runs in one pr
 
     python benchmarks/train_throughput.py [--sizes baby,char,d512] [--repeats 3] [--steps 10]
 
-Prints one table: tokens/s of each, the ratio ours/theirs, and MFU (model FLOPs from
-metrics.flops_per_token over the measured matmul peak of this machine, the same for both).
+Prints one table: tokens/s of each (the fastest single step of --repeats alternating windows of
+--steps steps, after a warm-up step: the figure least moved by other load on a shared machine), the
+ratio ours/theirs, and MFU (model FLOPs from metrics.flops_per_token over the measured matmul peak
+of this machine, the same for both). `measure` returns the figures (benchmarks/run.py uses it).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SIZES = {
     "baby": (4, 128, 4, 64, 12, 80),     # nanoGPT's CPU baby GPT on characters
     "char": (6, 192, 6, 128, 32, 80),    # configs/gpt_char.py
     "d512": (6, 512, 8, 256, 8, 8192),   # a small BPE-sized GPT
+    "gpt2s": (12, 768, 12, 256, 4, 50257),  # GPT-2 small's shape (shorter sequences, small batch)
 }
 
 
@@ -58,13 +61,15 @@ def time_ours(size, dtype, steps, accum=1):
     params, opt_state, m = step_fn(params, opt_state, batch, jnp.int32(0))  # compile
     jax.block_until_ready(m)
 
-    def run():
+    def run():  # -> seconds of each step
         nonlocal params, opt_state
-        t0 = time.perf_counter()
+        times = []
         for i in range(steps):
+            t0 = time.perf_counter()
             params, opt_state, m = step_fn(params, opt_state, batch, jnp.int32(i + 1))
-        jax.block_until_ready(m)
-        return time.perf_counter() - t0
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t0)
+        return times
 
     return run, causal_lm.matmul_params(cfg)
 
@@ -91,13 +96,35 @@ def time_torch(size, dtype, steps):
 
     one_step()
 
-    def run():
-        t0 = time.perf_counter()
+    def run():  # -> seconds of each step
+        times = []
         for _ in range(steps):
+            t0 = time.perf_counter()
             one_step()
-        return time.perf_counter() - t0
+            times.append(time.perf_counter() - t0)
+        return times
 
     return run
+
+
+def measure(size, dtype: str, steps: int, repeats: int, accum: int = 1) -> dict:
+    """Best-step tokens/s of ours, ours with the batch in `accum` micro-batches (when accum > 1 and
+    it divides the batch) and HF GPT-2 (torch), timed in alternating windows of `steps` steps;
+    also the FLOPs per token (metrics.flops_per_token) and the accumulation actually used."""
+    ours, n_matmul = time_ours(size, dtype, steps)
+    accum = accum if accum > 1 and size[4] % accum == 0 else 1
+    ours_acc = time_ours(size, dtype, steps, accum)[0] if accum > 1 else None
+    theirs = time_torch(size, dtype, steps)
+    t_ours, t_acc, t_theirs = [], [], []
+    for _ in range(repeats):  # alternate so all see the same machine noise
+        t_ours += ours()
+        if ours_acc is not None:
+            t_acc += ours_acc()
+        t_theirs += theirs()
+    tokens = size[3] * size[4]
+    return {"ours": tokens / min(t_ours), "ours_accum": tokens / min(t_acc) if t_acc else None, "accum": accum,
+            "torch": tokens / min(t_theirs), "tokens_per_step": tokens,
+            "flops_per_token": metrics.flops_per_token(size[0], size[1], size[3], n_matmul)}
 
 
 def main():
@@ -115,24 +142,16 @@ def main():
     rows = []
     for name in args.sizes.split(","):
         size = SIZES[name]
-        tokens = size[3] * size[4] * args.steps
         for dtype in args.dtypes.split(","):
-            ours, n_matmul = time_ours(size, dtype, args.steps)
-            accum = args.accum if args.accum > 1 and size[4] % args.accum == 0 else 1
-            ours_acc = time_ours(size, dtype, args.steps, accum)[0] if accum > 1 else ours
-            theirs = time_torch(size, dtype, args.steps)
-            t_ours, t_acc, t_theirs = [], [], []
-            for _ in range(args.repeats):  # alternate so all see the same machine noise
-                t_ours.append(ours())
-                t_acc.append(ours_acc())
-                t_theirs.append(theirs())
+            r = measure(size, dtype, args.steps, args.repeats, args.accum)
             peak = metrics.peak_flops_per_device(dtype)
-            fpt = metrics.flops_per_token(size[0], size[1], size[3], n_matmul)
-            o, a, t = tokens / min(t_ours), tokens / min(t_acc), tokens / min(t_theirs)
+            o, t, accum = r["ours"], r["torch"], r["accum"]
+            a = r["ours_accum"] or o
+            fpt = r["flops_per_token"]
             rows.append((name, size, dtype, o, a, accum, t, o * fpt / peak, t * fpt / peak))
             print(f"  {name} {dtype}: ours {o:,.0f} tok/s, accum {a:,.0f}, torch {t:,.0f} tok/s", file=sys.stderr)
     print(f"\njax {jax.__version__} ({jax.devices()[0].device_kind}), torch {torch.__version__}, "
-          f"{os.cpu_count()} cores; best of {args.repeats} x {args.steps} steps\n")
+          f"{os.cpu_count()} cores; fastest step of {args.repeats} x {args.steps} steps\n")
     print("| model (L/d/H/T/B/V) | dtype | ours tok/s | ours, B in micro-batches | HF GPT-2 tok/s "
           "| ours / HF | best ours / HF | ours MFU | HF MFU |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -1,7 +1,16 @@
-"""Sample text from a trained causal LM.
+"""Generate text from a trained causal LM or from real pretrained decoder weights, streaming it.
 
     python -m bigmodel_jax.sample --workdir runs/gpt_char --prompt "ROMEO:" [--checkpoint best]
-        [--greedy | --temperature 0.8 --top-k 40 --top-p 0.95] [--seed 0] [--max-new-tokens 300]
+    python -m bigmodel_jax.sample --model smollm2 --prompt "What is gravity?"     # chat, SmolLM2-135M GGUF
+    python -m bigmodel_jax.sample --model HF_DIR --prompt "..."                   # a GPT-2 / Llama directory
+    python -m bigmodel_jax.sample --model FILE.gguf --prompt "..."
+
+    [--greedy | --temperature 0.8 --top-k 40 --top-p 0.95] [--repetition-penalty 1.2] [--seed 0]
+    [--max-new-tokens 300] [--num-samples 1] [--beams 4 --length-penalty 1.0] [--bf16-cache]
+    [--system "..."] [--no-chat] [--no-stream]
+
+With a chat template (SmolLM2's ships in its GGUF file), the prompt is the user's message and the
+reply stops at the model's end-of-turn token; --no-chat feeds the prompt as raw text.
 """
 
 from __future__ import annotations
@@ -11,50 +20,123 @@ import logging
 import sys
 from pathlib import Path
 
-import jax
+import jax.numpy as jnp
 
-from bigmodel_jax.data.tokenizers import load_tokenizer
-from bigmodel_jax.generate import generate
-from bigmodel_jax.train import load_trained
+from bigmodel_jax.generate import Sampling, beam_search, stream
 
 
-def load_model(workdir: str | Path, which: str = "latest"):
+def load_workdir(workdir: str | Path, which: str = "latest"):
     """(model, tokenizer, step) from a workdir's newest `latest` or `best` checkpoint."""
+    from bigmodel_jax.data.tokenizers import load_tokenizer
+    from bigmodel_jax.train import load_trained
+
     model, cfg, step = load_trained(workdir, which)
     if cfg.task != "causal_lm":
         raise SystemExit(f"{workdir} holds a {cfg.task!r} model; sampling needs a causal LM (task 'causal_lm')")
     return model, load_tokenizer(workdir), step
 
 
+def load_pretrained(name: str, dtype: str = "float32"):
+    """(model, tokenizer) for --model: 'smollm2', a .gguf file, or a Hugging Face directory."""
+    from bigmodel_jax.gguf_import import load_gguf, load_smollm2
+    from bigmodel_jax.hf_decoders import load_decoder_dir
+
+    if name == "smollm2":
+        return load_smollm2(dtype)
+    path = Path(name)
+    if path.suffix == ".gguf":
+        return load_gguf(path, dtype)
+    if not path.is_dir():
+        raise SystemExit(f"--model {name}: not 'smollm2', a .gguf file or a Hugging Face directory")
+    model, tokenizer = load_decoder_dir(path, dtype)
+    if tokenizer is None:
+        raise SystemExit(f"{path} has no tokenizer files (tokenizer.json, or vocab.json + merges.txt)")
+    return model, tokenizer
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    try:
+        return tokenizer.decode(ids, skip_special=True)
+    except TypeError:  # the char / BPE tokenizers trained here have no special tokens
+        return tokenizer.decode(ids)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bigmodel_jax.sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="a training run's folder")
+    src.add_argument("--model", help="'smollm2', a .gguf file or a Hugging Face GPT-2 / Llama directory")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype (--model)")
     p.add_argument("--greedy", action="store_true", help="argmax decoding (ignores temperature/top-k/top-p)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = all")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1.0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats; 1.0 = off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=300)
     p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--beams", type=int, default=0, help="beam search with this many beams (deterministic)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
+    p.add_argument("--bf16-cache", action="store_true", help="keep the KV cache in bfloat16")
+    p.add_argument("--system", default=None, help="a system message for chat models")
+    p.add_argument("--no-chat", action="store_true", help="feed the prompt as raw text, without the chat template")
+    p.add_argument("--no-stream", action="store_true", help="print only when generation ends")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.temperature <= 0 and not args.greedy:
-        p.error("--temperature must be > 0 (use --greedy for argmax decoding)")
-    if not 0 < args.top_p <= 1:
-        p.error("--top-p must be in (0, 1]")
-    model, tokenizer, step = load_model(args.workdir, args.checkpoint)
-    ids = tokenizer.encode(args.prompt)
+    logging.basicConfig(level=logging.WARNING, force=True)
+    try:
+        sampling = Sampling(greedy=args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            repetition_penalty=args.repetition_penalty)
+    except ValueError as e:
+        p.error(str(e))
+    if args.max_new_tokens < 1 or args.num_samples < 1 or args.beams < 0:
+        p.error("--max-new-tokens and --num-samples must be >= 1, --beams >= 0")
+
+    if args.workdir:
+        model, tokenizer, step = load_workdir(args.workdir, args.checkpoint)
+        header, stops, text = f"# {args.checkpoint} checkpoint, step {step}", (), args.prompt
+    else:
+        model, tokenizer = load_pretrained(args.model, args.dtype)
+        header, stops, text = f"# {args.model}", tokenizer.eos_ids, args.prompt
+        if tokenizer.chat_template and not args.no_chat:
+            messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+                {"role": "user", "content": args.prompt}]
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    ids = tokenizer.encode(text)
     if not ids:
         p.error("the prompt encodes to no tokens")
-    prompt = jax.numpy.asarray([ids] * args.num_samples)
-    out = generate(model, prompt, args.max_new_tokens, jax.random.PRNGKey(args.seed), greedy=args.greedy,
-                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    print(f"# {args.checkpoint} checkpoint, step {step}", file=sys.stderr)
-    for row in jax.device_get(out):
-        print(tokenizer.decode(row))
+    print(header, file=sys.stderr)
+    cache_dtype = jnp.bfloat16 if args.bf16_cache else None
+    prompts = [ids] * args.num_samples
+
+    if args.beams:
+        out, scores = beam_search(model, prompts[:1], args.max_new_tokens, num_beams=args.beams,
+                                  length_penalty=args.length_penalty, stop_tokens=stops, cache_dtype=cache_dtype)
+        print(("" if stops else args.prompt) + _decode(tokenizer, out[0]))
+        print(f"# beam score {scores[0]:.4f}", file=sys.stderr)
+        return 0
+    chunks = stream(model, prompts, args.max_new_tokens, sampling=sampling, seed=args.seed, stop_tokens=stops,
+                    cache_dtype=cache_dtype, chunk=None if args.no_stream or args.num_samples > 1 else 4)
+    rows = [[] for _ in prompts]
+    shown = ""
+    echo = "" if stops else args.prompt  # a raw LM continues the prompt; a chat model answers it
+    if args.num_samples == 1 and not args.no_stream:
+        print(echo, end="", flush=True)
+    for chunk in chunks:
+        for row, new in zip(rows, chunk):
+            row += new
+        if args.num_samples == 1 and not args.no_stream:
+            text_so_far = _decode(tokenizer, rows[0])
+            if not text_so_far.endswith("\ufffd"):  # hold back a half-decoded multi-byte character
+                print(text_so_far[len(shown):], end="", flush=True)
+                shown = text_so_far
+    if args.num_samples == 1 and not args.no_stream:
+        print(_decode(tokenizer, rows[0])[len(shown):])
+        return 0
+    for row in rows:
+        print(echo + _decode(tokenizer, row))
         print("-" * 40)
     return 0
 

@@ -1,44 +1,159 @@
+"""Generation: KV-cache decoding equals recomputation, batching with left padding, bucketed
+shapes, streaming, stop tokens, sampling filters (transformers' logits processors as reference)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+import torch
 from flax import nnx
+from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                                                    TopKLogitsWarper, TopPLogitsWarper)
 
-from bigmodel_jax.generate import generate, sample_logits
+from bigmodel_jax import generate as gen
+from bigmodel_jax.generate import Sampling, generate, process_logits, sample_logits, stream
 from bigmodel_jax.models.gpt import GPT
 from tests.test_layers import VARIANTS, gpt_cfg
 
+PROMPTS = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]]
 
-def test_greedy_generation_matches_full_forward_argmax():
-    for variant in ("gpt2", "llama"):
-        model = GPT(gpt_cfg(**VARIANTS[variant]), rngs=nnx.Rngs(0))
-        prompt = jax.random.randint(jax.random.PRNGKey(0), (2, 5), 0, 50)
-        out = generate(model, prompt, 15, jax.random.PRNGKey(1), greedy=True)
-        # No cache: re-run the whole sequence each step. A fixed-length buffer keeps one compiled
-        # shape; causality makes the not-yet-written tail irrelevant to position t-1.
-        forward = jax.jit(lambda p, x: nnx.merge(*nnx.split(model)[:1], p)(x)[0])
-        params = nnx.split(model)[1]
-        ref = jnp.zeros((2, 20), jnp.int32).at[:, :5].set(prompt)
-        for t in range(5, 20):
-            ref = ref.at[:, t].set(jnp.argmax(forward(params, ref)[:, t - 1], -1))
-        np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def model(request):
+    return GPT(gpt_cfg(**VARIANTS[request.param], max_len=64), rngs=nnx.Rngs(0))
+
+
+def recompute_greedy(model, prompt, n):
+    """No cache, no padding: the whole sequence through the model for every new token (in a
+    fixed 64-token buffer, so one compiled shape; causality hides the unwritten tail)."""
+    forward = jax.jit(lambda x: model(x)[0][0])
+    seq = np.zeros((1, 64), np.int32)
+    seq[0, :len(prompt)] = prompt
+    for t in range(len(prompt), len(prompt) + n):
+        seq[0, t] = int(jnp.argmax(forward(jnp.asarray(seq))[t - 1]))
+    return seq[0, len(prompt):len(prompt) + n].tolist()
+
+
+def test_batched_kv_cache_greedy_equals_recomputation(model):
+    out = generate(model, PROMPTS, 12, sampling=Sampling(greedy=True))
+    assert out == [recompute_greedy(model, p, 12) for p in PROMPTS]
+    # a bf16 cache (f32 model) keeps the greedy path on this model
+    assert generate(model, PROMPTS, 12, sampling=Sampling(greedy=True), cache_dtype=jnp.bfloat16) == out
+
+
+def test_cached_logits_equal_full_forward(model):
+    """Prefill a left-padded batch, then decode step by step: each step's logits equal the full
+    forward pass over that row's unpadded sequence."""
+    prompts, steps = [[3, 1, 4], [6]], 4
+    full = [p + [11, 12, 13, 14] for p in prompts]
+    tokens, mask = gen.left_pad(prompts, 8, 0)
+    mask_s = np.zeros((2, 16), bool)
+    mask_s[:, :8] = mask
+    pos = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def run(tokens, cache, index, positions, mask):
+        return nnx.merge(graphdef, params)(tokens, cache=cache, cache_index=index, positions_bt=positions,
+                                           mask_bs=mask)
+
+    logits, cache = run(tokens, model.init_cache(2, 16), 0, pos, mask_s)
+    got = [logits[:, -1]]
+    for j in range(steps):
+        mask_s[:, 8 + j] = True
+        new = np.asarray([[f[len(p) + j]] for f, p in zip(full, prompts)])
+        logits, cache = run(new, cache, 8 + j, pos[:, -1:] + 1 + j, mask_s)
+        got.append(logits[:, -1])
+    forward = jax.jit(lambda x: model(x)[0])
+    for r, (p, f) in enumerate(zip(prompts, full)):
+        ref = forward(jnp.asarray([f + [0] * (8 - len(f))]))[0]
+        for j in range(steps + 1):
+            np.testing.assert_allclose(np.asarray(got[j][r]), np.asarray(ref[len(p) - 1 + j]), atol=2e-5, rtol=2e-5)
+
+
+def test_stream_equals_generate_and_seeds(model):
+    s = Sampling(temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.3)
+    whole = generate(model, PROMPTS, 20, sampling=s, seed=3)
+    chunks = list(stream(model, PROMPTS, 20, sampling=s, seed=3, chunk=4))
+    assert [len(c[0]) for c in chunks] == [1, 4, 4, 4, 4, 3]  # the prefill's token first, then chunks
+    assert [sum((c[i] for c in chunks), []) for i in range(3)] == whole
+    assert generate(model, PROMPTS, 20, sampling=s, seed=4) != whole
+    assert all(len(r) == 20 and max(r) < 50 for r in whole)
+
+
+def test_stop_tokens_end_rows():
+    model = GPT(gpt_cfg(**VARIANTS["llama"], max_len=64), rngs=nnx.Rngs(0))
+    free = generate(model, PROMPTS, 12, sampling=Sampling(greedy=True))
+    stop = free[0][3]
+    out = generate(model, PROMPTS, 12, sampling=Sampling(greedy=True), stop_tokens=[stop])
+    for row, ref in zip(out, free):
+        cut = ref.index(stop) + 1 if stop in ref else len(ref)
+        assert row == ref[:cut]
+    chunks = list(stream(model, PROMPTS, 12, sampling=Sampling(greedy=True), stop_tokens=[stop], chunk=2))
+    assert chunks[-1][0] == []  # a stopped row yields nothing more
+
+
+def test_bucketed_shapes_do_not_recompile():
+    model = GPT(gpt_cfg(**VARIANTS["llama"], max_len=256), rngs=nnx.Rngs(1))
+    greedy = Sampling(greedy=True)
+    generate(model, [[1] * 20], 10, sampling=greedy)
+    prefill, decode = gen._prefill._cache_size(), gen._decode._cache_size()
+    for n_prompt, n_new in ((17, 5), (31, 12), (25, 1)):  # same buckets: prompt 32, cache 64
+        generate(model, [[2] * n_prompt], n_new, sampling=greedy)
+    assert (gen._prefill._cache_size(), gen._decode._cache_size()) == (prefill, decode)
+    generate(model, [[2] * 40], 10, sampling=Sampling(greedy=True, temperature=0.5))  # new prompt bucket
+    assert gen._prefill._cache_size() == prefill + 1
+    assert [gen.bucket(n, 256) for n in (1, 16, 17, 100, 300)] == [16, 16, 32, 128, 256]
 
 
 def test_generation_past_the_context_window():
     model = GPT(gpt_cfg(max_len=16), rngs=nnx.Rngs(0))
-    out = generate(model, jnp.zeros((1, 3), jnp.int32), 40, jax.random.PRNGKey(0), temperature=0.9, top_k=10)
-    assert out.shape == (1, 43) and int(out.max()) < 50
+    out = generate(model, [[0, 1, 2], [5]], 40, sampling=Sampling(temperature=0.9, top_k=10))
+    assert [len(r) for r in out] == [40, 40] and max(max(r) for r in out) < 50
+    # a prompt longer than the context keeps its last max_len // 2 tokens
+    assert len(generate(model, [list(range(30))], 5, sampling=Sampling(greedy=True))[0]) == 5
 
 
-def test_sampling_filters():
+def test_processors_match_transformers():
+    """Repetition penalty, temperature, top-k and top-p as transformers' logits processors apply
+    them (in generate's order) keep the same tokens with the same logits."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 40)).astype(np.float32) * 3
+    ids = rng.integers(0, 40, (3, 6))
+    seen = np.zeros((3, 40), bool)
+    np.put_along_axis(seen, ids, True, 1)
+    s = Sampling(temperature=0.7, top_k=12, top_p=0.8, repetition_penalty=1.4)
+    ours = np.asarray(process_logits(jnp.asarray(logits), jnp.asarray(seen), s.program, s.knobs))
+    t = torch.tensor(logits)
+    for proc in (RepetitionPenaltyLogitsProcessor(1.4), TemperatureLogitsWarper(0.7), TopKLogitsWarper(12),
+                 TopPLogitsWarper(0.8)):
+        t = proc(torch.tensor(ids), t)
+    ref = t.numpy()
+    kept = np.isfinite(ref)
+    np.testing.assert_array_equal(ours > gen.NEG / 2, kept)
+    np.testing.assert_allclose(ours[kept], ref[kept], rtol=1e-5)
+
+
+def test_sampling_frequencies_and_bad_values():
     logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
     keys = jax.random.split(jax.random.PRNGKey(0), 400)
+
     def draw(**kw):
-        one = lambda k: sample_logits(logits, k, greedy=False, temperature=1.0, **kw)[0]
+        one = lambda k: sample_logits(logits, k, Sampling(**kw))[0]  # noqa: E731
         return np.asarray(jax.jit(jax.vmap(one))(keys))
 
-    assert set(draw(top_k=2, top_p=1.0)) == {0, 1}
-    assert set(draw(top_k=0, top_p=0.7)) == {0, 1}  # 0.5 < 0.7 needs the second token, not the third
-    assert set(draw(top_k=0, top_p=0.4)) == {0}
-    all_tokens = draw(top_k=0, top_p=1.0)
+    assert set(draw(top_k=2)) == {0, 1}
+    assert set(draw(top_p=0.7)) == {0, 1}  # 0.5 < 0.7 needs the second token, not the third
+    assert set(draw(top_p=0.4)) == {0}
+    all_tokens = draw()
     assert set(all_tokens) == {0, 1, 2, 3} and abs((all_tokens == 0).mean() - 0.5) < 0.08
-    assert int(sample_logits(logits, keys[0], greedy=True, temperature=1.0, top_k=0, top_p=1.0)[0]) == 0
+    assert int(sample_logits(logits, keys[0], Sampling(greedy=True))[0]) == 0
+    for bad, match in ((dict(temperature=0.0), "temperature"), (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"),
+                       (dict(repetition_penalty=0.0), "repetition_penalty")):
+        with pytest.raises(ValueError, match=match):
+            Sampling(**bad)
+    model = GPT(gpt_cfg(), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="empty"):
+        generate(model, [[1], []], 3)
+    with pytest.raises(ValueError, match="context"):
+        gen.beam_search(model, [[1] * 20], 10)

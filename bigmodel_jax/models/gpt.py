@@ -30,39 +30,56 @@ class GPT(nnx.Module):
             Block(d, cfg.num_heads, cfg.num_kv_heads or cfg.num_heads, cfg.mlp_dim, rngs=rngs, causal=True,
                   norm=cfg.norm, activation=cfg.activation, use_rope=cfg.positions == "rope",
                   rope_theta=cfg.rope_theta, use_bias=cfg.use_bias, dropout=cfg.dropout, out_std=out_std,
-                  dtype=self.dtype, remat=cfg.get("remat", "none"))
+                  dtype=self.dtype, norm_eps=cfg.get("norm_eps", 1e-5), remat=cfg.get("remat", "none"))
             for _ in range(cfg.num_layers)])
-        self.final_norm = Norm(d, cfg.norm, use_bias=cfg.use_bias)
+        self.final_norm = Norm(d, cfg.norm, eps=cfg.get("norm_eps", 1e-5), use_bias=cfg.use_bias)
         self.lm_head = None if cfg.tie_embeddings else param(rngs.params(), (d, cfg.vocab_size), ("embed", "vocab"))
         self.embed_dropout = nnx.Dropout(cfg.dropout)
 
     def __call__(self, tokens_bt: jax.Array, *, cache: list[KVCache] | None = None,
-                 cache_index: jax.Array | None = None, rngs: nnx.Rngs | None = None
+                 cache_index: jax.Array | None = None, positions_bt: jax.Array | None = None,
+                 mask_bs: jax.Array | None = None, rngs: nnx.Rngs | None = None
                  ) -> tuple[jax.Array, list[KVCache] | None]:
         """Returns f32 logits [B, T, V] (and the updated cache when one is given).
 
-        rngs=None means deterministic (no dropout). With a cache, tokens sit at positions
-        cache_index..cache_index+T-1.
+        rngs=None means deterministic (no dropout). With a cache, the tokens fill cache slots
+        cache_index..cache_index+T-1. Batched generation of left-padded prompts passes each row's
+        own positions (positions_bt) and which key slots hold real tokens (mask_bs: [B, S], S the
+        cache length, or T without a cache); by default positions are the slot indices.
         """
+        x, cache = self.hidden(tokens_bt, cache=cache, cache_index=cache_index, positions_bt=positions_bt,
+                               mask_bs=mask_bs, rngs=rngs)
+        return self.logits(x), cache
+
+    def hidden(self, tokens_bt: jax.Array, *, cache: list[KVCache] | None = None,
+               cache_index: jax.Array | None = None, positions_bt: jax.Array | None = None,
+               mask_bs: jax.Array | None = None, rngs: nnx.Rngs | None = None
+               ) -> tuple[jax.Array, list[KVCache] | None]:
+        """The final-normed residual stream [B, T, D]; generation projects only its last position
+        onto the vocabulary (a 512-token prompt's full logits would be 100 MB per row)."""
         b, t = tokens_bt.shape
-        start = 0 if cache_index is None else cache_index
-        positions_bt = jnp.broadcast_to(start + jnp.arange(t), (b, t))
+        if positions_bt is None:
+            start = 0 if cache_index is None else cache_index
+            positions_bt = jnp.broadcast_to(start + jnp.arange(t), (b, t))
+        mask_bts = None if mask_bs is None else mask_bs[:, None, :]
         x = self.token_embed(tokens_bt)
         if self.pos_embed is not None:
             x = x + jnp.take(gathered(self.pos_embed), positions_bt, axis=0)
         x = self.embed_dropout(x, deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         new_cache = [] if cache is not None else None
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, positions_bt, cache=None if cache is None else cache[i],
+            x, layer_cache = block(x, positions_bt, mask_bts=mask_bts, cache=None if cache is None else cache[i],
                                    cache_index=cache_index, rngs=rngs)
             if cache is not None:
                 new_cache.append(layer_cache)
-        x = self.final_norm(x)
+        return self.final_norm(x), new_cache
+
+    def logits(self, x_btd: jax.Array) -> jax.Array:
         if self.lm_head is None:
-            logits = self.token_embed.attend(x, self.dtype)
+            logits = self.token_embed.attend(x_btd, self.dtype)
         else:
-            logits = matmul(x, gathered(self.lm_head), self.dtype)
-        return constrain(logits, ("batch", None, "act_vocab")), new_cache
+            logits = matmul(x_btd, gathered(self.lm_head), self.dtype)
+        return constrain(logits, ("batch", None, "act_vocab"))
 
     def init_cache(self, batch: int, max_len: int | None = None, dtype: Any = None) -> list[KVCache]:
         cfg = self.cfg

