@@ -152,13 +152,13 @@ def _positions(mask_bt: jax.Array) -> jax.Array:
 def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, stops, pad_id, *,
              cache_len: int, cache_dtype: Any, program: tuple):
     """Runs the prompt block through the model into a fresh cache and samples one token per row."""
-    model = nnx.merge(graphdef, params)
+    model = _merge(graphdef, params)
     b, p = tokens_bp.shape
     tokens = jnp.zeros((b, cache_len), jnp.int32).at[:, :p].set(tokens_bp)
     mask = jnp.zeros((b, cache_len), bool).at[:, :p].set(mask_bp)
     positions = _positions(mask_bp)
-    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype),
-                            cache_index=jnp.asarray(0, jnp.int32), positions_bt=positions, mask_bs=mask)
+    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype), cache_index=0,
+                            positions_bt=positions, mask_bs=mask)
     seen = None
     if program[3]:
         vocab = model.cfg.vocab_size
@@ -177,7 +177,7 @@ def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, st
 def _decode(graphdef, params, state, limit, key, knobs, stops, pad_id, *, program: tuple):
     """Feeds the newest token of each row and samples the next, until `limit` tokens exist in
     total, every row is done, or the cache is full."""
-    model = nnx.merge(graphdef, params)
+    model = _merge(graphdef, params)
     b, cache_len = state["tokens"].shape
 
     def cond(s):
@@ -199,6 +199,16 @@ def _decode(graphdef, params, state, limit, key, knobs, stops, pad_id, *, progra
         return out
 
     return jax.lax.while_loop(cond, body, state)
+
+
+def _merge(graphdef, params) -> nnx.Module:
+    """The model inside a jitted function, its float weights cast once to the compute dtype: a
+    bf16 model then reads half the bytes per decoded token (the matmuls cast them anyway)."""
+    model = nnx.merge(graphdef, params)
+    if model.dtype == jnp.float32:
+        return model
+    return nnx.merge(graphdef, jax.tree.map(
+        lambda p: p.astype(model.dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params))
 
 
 def _split(model: nnx.Module):
@@ -274,14 +284,14 @@ def _beam_search(graphdef, params, tokens_bp, mask_bp, stops, length_penalty, *,
     best num_beams running hypotheses; a candidate that emits a stop token (or reaches max_new)
     joins the finished pool with score sum(log p) / new_len ** length_penalty; stop when no running
     beam can beat the worst finished one (transformers' heuristic for early_stopping)."""
-    model = nnx.merge(graphdef, params)
+    model = _merge(graphdef, params)
     b, p = tokens_bp.shape
     k, n_max = num_beams, max_new
     keep = max(2, 1 + stops.shape[0]) * k  # enough candidates that k stay running after stops
     mask = jnp.zeros((b, cache_len), bool).at[:, :p].set(mask_bp)
     positions = _positions(mask_bp)
-    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype),
-                            cache_index=jnp.asarray(0, jnp.int32), positions_bt=positions, mask_bs=mask)
+    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype), cache_index=0,
+                            positions_bt=positions, mask_bs=mask)
     beams = lambda a: jnp.repeat(a, k, axis=0)  # noqa: E731  [B, ...] -> [B*K, ...], beams of a row together
     state = dict(
         logits=beams(model.logits(x[:, -1:])[:, 0]), cache=jax.tree.map(beams, cache), mask=beams(mask),

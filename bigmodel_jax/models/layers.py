@@ -182,10 +182,12 @@ class Attention(nnx.Module):
 
         t = x_btd.shape[1]
         if cache is not None:
-            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, cache_index, 0))
-            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, cache_index, 0))
-            cache = {"k": k, "v": v}
-            k, v = k.astype(self.dtype), v.astype(self.dtype)
+            k_all = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, cache_index, 0))
+            v_all = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, cache_index, 0))
+            cache = {"k": k_all, "v": v_all}
+            # A prefill (cache_index the literal 0) attends over its own T keys, not the empty cache.
+            if not (isinstance(cache_index, int) and cache_index == 0):
+                k, v = k_all.astype(self.dtype), v_all.astype(self.dtype)
         s = k.shape[2]
         q_pos = jnp.arange(t) + (0 if cache_index is None else cache_index)
         allowed = jnp.ones((t, s), bool)
@@ -193,7 +195,7 @@ class Attention(nnx.Module):
             allowed = q_pos[:, None] >= jnp.arange(s)[None, :]  # also hides unwritten cache slots
         allowed = allowed[None, None]
         if mask_bts is not None:
-            allowed = allowed & mask_bts[:, None]
+            allowed = allowed & mask_bts[:, None, :, :s]  # a prefill's mask may span the whole cache
 
         groups = self.num_heads // self.num_kv_heads
         b = q.shape[0]
