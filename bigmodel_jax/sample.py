@@ -96,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.workdir:
         model, tokenizer, step = load_workdir(args.workdir, args.checkpoint)
-        header, stops, text = f"# {args.checkpoint} checkpoint, step {step}", (), args.prompt
+        header, stops, text, chat = f"# {args.checkpoint} checkpoint, step {step}", (), args.prompt, False
     else:
         model, tokenizer = load_pretrained(args.model, args.dtype)
         header, stops, text = f"# {args.model}", tokenizer.eos_ids, args.prompt
-        if tokenizer.chat_template and not args.no_chat:
+        chat = bool(tokenizer.chat_template) and not args.no_chat
+        if chat:
             messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
                 {"role": "user", "content": args.prompt}]
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
@@ -114,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.beams:
         out, scores = beam_search(model, prompts[:1], args.max_new_tokens, num_beams=args.beams,
                                   length_penalty=args.length_penalty, stop_tokens=stops, cache_dtype=cache_dtype)
-        print(("" if stops else args.prompt) + _decode(tokenizer, out[0]))
+        print(("" if chat else args.prompt) + _decode(tokenizer, out[0]))
         print(f"# beam score {scores[0]:.4f}", file=sys.stderr)
         return 0
     chunks = stream(model, prompts, args.max_new_tokens, sampling=sampling, seed=args.seed, stop_tokens=stops,
                     cache_dtype=cache_dtype, chunk=None if args.no_stream or args.num_samples > 1 else 4)
     rows = [[] for _ in prompts]
     shown = ""
-    echo = "" if stops else args.prompt  # a raw LM continues the prompt; a chat model answers it
+    echo = "" if chat else args.prompt  # a raw LM continues the prompt; a chat model answers it
     if args.num_samples == 1 and not args.no_stream:
         print(echo, end="", flush=True)
     for chunk in chunks:

@@ -200,6 +200,21 @@ def test_save_with_tokenizer_loads_in_transformers(tiny_bpe, tmp_path):
         save_decoder_dir(_perturbed_gpt(vocab_size=8, **LLAMA_LIKE), tmp_path / "small", tokenizer=tiny_bpe)
 
 
+def test_sample_cli_reads_a_hugging_face_directory(tiny_bpe, tmp_path, capsys):
+    """`python -m bigmodel_jax.sample --model HF_DIR`: chat template from the directory, the reply
+    decoded without special tokens; --no-chat continues raw text."""
+    from bigmodel_jax import sample
+
+    save_decoder_dir(_perturbed_gpt(vocab_size=tiny_bpe.vocab_size, **LLAMA_LIKE), tmp_path, tokenizer=tiny_bpe)
+    base = ["--model", str(tmp_path), "--prompt", "Hello", "--max-new-tokens", "6", "--greedy"]
+    assert sample.main(base) == 0
+    chat = capsys.readouterr().out
+    assert sample.main(base + ["--no-chat", "--no-stream"]) == 0
+    raw = capsys.readouterr().out
+    assert raw.startswith("Hello") and "<|im_start|>" not in chat + raw
+    assert sample.main(base + ["--beams", "2"]) == 0
+
+
 # ----------------------------------------------------------------------------- errors
 def test_missing_safetensors_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{}")
