@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--new", type=int, default=None, help="new tokens per row (default 64; quick 8)")
     p.add_argument("--repeats", type=int, default=None)
     args = p.parse_args(argv)
-    from benchmarks.run import table
+    from benchmarks.common import table
     print(table(generation_rows(args.quick, args.new, args.repeats)))
     return 0
 

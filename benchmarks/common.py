@@ -1,0 +1,83 @@
+"""What every benchmark section shares: the row format (documented in benchmarks/run.py), the
+markdown table, alternating timed runs, and the run context (temporary folder, measured peaks)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CONFIGS = ROOT / "configs"
+
+
+def row(section: str, what: str, ours=None, peer=None, unit: str = "", mfu=None, notes: str = "",
+        lower_is_better: bool = False) -> dict:
+    return {"section": section, "what": what, "ours": ours, "peer": peer, "unit": unit, "mfu": mfu,
+            "lower_is_better": lower_is_better, "notes": notes}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def fmt(v, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    a = abs(v)
+    text = f"{v:,.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 0.1 else f"{v:.3f}"
+    return f"{text} {unit}".strip()
+
+
+def fmt_mfu(mfu) -> str:
+    if not mfu:
+        return "-"
+    o, p = mfu
+    parts = [f"ours {100 * o:.1f}%" if o is not None else None, f"peer {100 * p:.1f}%" if p is not None else None]
+    return " / ".join(x for x in parts if x)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| section | what | ours | peer | ours/peer | MFU | notes |", "|---|---|---:|---:|---:|---|---|"]
+    for r in rows:
+        o, p = r.get("ours"), r.get("peer")
+        ratio = "-"
+        if o is not None and p:
+            ratio = f"{o / p:.2f}x" + (" (lower is better)" if r.get("lower_is_better") else "")
+        cells = [r.get("section", ""), r.get("what", ""), fmt(o, r.get("unit", "")), fmt(p, r.get("unit", "")),
+                 ratio, fmt_mfu(r.get("mfu")), r.get("notes", "")]
+        lines.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def alternate(fns: dict, repeats: int) -> dict:
+    """Calls each fn (-> list of seconds) in turn, `repeats` rounds; the fastest time of each."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k] += fn()
+    return {k: min(v) for k, v in times.items()}
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Context:
+    def __init__(self, quick: bool, tmp: Path):
+        self.quick, self.tmp = quick, tmp
+        self.peaks: dict[str, float] = {}  # dtype name -> jax's measured FLOP/s (the MFU denominators)
+
+    def peak(self, dtype: str) -> float:
+        if dtype not in self.peaks:  # the peak section did not run: measure jax's peak quietly
+            import jax.numpy as jnp
+            from bigmodel_jax import metrics
+            self.peaks[dtype] = metrics.measure_matmul_peak(jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
+                                                            2048, 5)
+        return self.peaks[dtype]
+
+
+def short(dtype: str) -> str:
+    return {"bfloat16": "bf16", "float32": "f32"}.get(dtype, dtype)
+
