@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import alternate  # noqa: E402
 from bigmodel_jax import metrics, sharding  # noqa: E402
 from bigmodel_jax.config import apply_overrides, load_config_file  # noqa: E402
 from bigmodel_jax.tasks import mlm  # noqa: E402
@@ -139,15 +140,11 @@ def measure(cfg, batch: dict, steps: int, repeats: int, warmup: int, all_positio
     ours = time_ours(cfg, batch, steps, warmup)
     ours_all = time_ours(cfg, head_on_all_positions(batch), steps, warmup) if all_positions else None
     theirs = time_torch(cfg, batch, steps, warmup)
-    t_ours, t_all, t_theirs = [], [], []
-    for _ in range(repeats):  # alternate so all see the same machine noise
-        t_ours += ours()
-        if ours_all is not None:
-            t_all += ours_all()
-        t_theirs += theirs()
+    fns = {"ours": ours, **({"all": ours_all} if ours_all is not None else {}), "torch": theirs}
+    best = alternate(fns, repeats)  # alternate so all see the same machine noise
     m, (b, t) = cfg.model, batch["input_ids"].shape
-    return {"ours": b * t / min(t_ours), "ours_all": b * t / min(t_all) if t_all else None,
-            "torch": b * t / min(t_theirs), "tokens_per_step": b * t, "k": batch["masked_positions"].shape[1],
+    return {"ours": b * t / best["ours"], "ours_all": b * t / best["all"] if "all" in best else None,
+            "torch": b * t / best["torch"], "tokens_per_step": b * t, "k": batch["masked_positions"].shape[1],
             "flops_per_token": metrics.flops_per_token(m.num_layers, m.width, t, mlm.matmul_params(cfg)),
             "shape": f"{m.num_layers}/{m.width}/{m.num_heads}/{m.mlp_dim}/{t}/{b}/{m.vocab_size}"}
 

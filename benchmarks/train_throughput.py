@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import alternate  # noqa: E402
 from bigmodel_jax import metrics, sharding  # noqa: E402
 from bigmodel_jax.config import load_config_file  # noqa: E402
 from bigmodel_jax.tasks import causal_lm  # noqa: E402
@@ -115,15 +116,11 @@ def measure(size, dtype: str, steps: int, repeats: int, accum: int = 1) -> dict:
     accum = accum if accum > 1 and size[4] % accum == 0 else 1
     ours_acc = time_ours(size, dtype, steps, accum)[0] if accum > 1 else None
     theirs = time_torch(size, dtype, steps)
-    t_ours, t_acc, t_theirs = [], [], []
-    for _ in range(repeats):  # alternate so all see the same machine noise
-        t_ours += ours()
-        if ours_acc is not None:
-            t_acc += ours_acc()
-        t_theirs += theirs()
+    fns = {"ours": ours, **({"accum": ours_acc} if ours_acc is not None else {}), "torch": theirs}
+    best = alternate(fns, repeats)  # alternate so all see the same machine noise
     tokens = size[3] * size[4]
-    return {"ours": tokens / min(t_ours), "ours_accum": tokens / min(t_acc) if t_acc else None, "accum": accum,
-            "torch": tokens / min(t_theirs), "tokens_per_step": tokens,
+    return {"ours": tokens / best["ours"], "ours_accum": tokens / best["accum"] if "accum" in best else None,
+            "accum": accum, "torch": tokens / best["torch"], "tokens_per_step": tokens,
             "flops_per_token": metrics.flops_per_token(size[0], size[1], size[3], n_matmul)}
 
 
