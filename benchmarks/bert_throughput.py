@@ -179,7 +179,8 @@ def main():
                 print(f"  {name} {dtype}: ours {o:,.0f} tok/s, head on all T {a:,.0f}, HF {h:,.0f} tok/s",
                       file=sys.stderr)
     print(f"\njax {jax.__version__} ({jax.devices()[0].device_kind}), torch {torch.__version__}, "
-          f"{os.cpu_count()} cores, {args.torch_threads} torch threads; fastest step of {args.repeats} x {args.steps} steps "
+          f"{os.cpu_count()} cores, {args.torch_threads} torch threads; "
+          f"fastest step of {args.repeats} x {args.steps} steps "
           f"after {args.warmup} warm-up; dropout {args.dropout} in both\n")
     print("| model (L/d/H/mlp/T/B/V) | K | dtype | ours tok/s | ours, head on all T | HF BERT tok/s "
           "| ours / HF | ours all-T / HF | ours MFU | ours all-T MFU | HF MFU |")

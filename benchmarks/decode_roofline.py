@@ -26,9 +26,11 @@ def best(f, *a, r=7):
 x = jnp.ones((135_000_000,), jnp.float32)
 t = best(jax.jit(jnp.sum), x); print(f"read 540 MB f32 (jnp.sum): {t*1000:.1f} ms -> {0.54/t:.1f} GB/s")
 w32 = jnp.ones((4096, 16384), jnp.float32); w16 = w32.astype(jnp.bfloat16); v = jnp.ones((1, 4096), jnp.float32)
-mv = jax.jit(lambda v, w: jax.lax.dot_general(v.astype(w.dtype), w, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32))
+mv = jax.jit(lambda v, w: jax.lax.dot_general(v.astype(w.dtype), w, (((1,), (0,)), ((), ())),
+                                              preferred_element_type=jnp.float32))
 t32 = best(mv, v, w32); t16 = best(mv, v, w16)
-print(f"matvec 1x4096 @ 4096x16384: f32 {t32*1000:.1f} ms ({0.268/t32:.1f} GB/s of weights), bf16 {t16*1000:.1f} ms ({0.134/t16:.1f} GB/s)")
+print(f"matvec 1x4096 @ 4096x16384: f32 {t32*1000:.1f} ms ({0.268/t32:.1f} GB/s of weights), "
+      f"bf16 {t16*1000:.1f} ms ({0.134/t16:.1f} GB/s)")
 v16 = jnp.ones((16, 4096), jnp.float32)
 print(f"same at batch 16: f32 {best(mv, v16, w32)*1000:.1f} ms, bf16 {best(mv, v16, w16)*1000:.1f} ms")
 from bigmodel_jax.gguf_import import load_smollm2  # noqa: E402
@@ -37,4 +39,5 @@ m, tok = load_smollm2("float32")
 g = Sampling(greedy=True); pr = [[1] * 20]
 t1 = best(lambda: generate(m, pr, 1, sampling=g), r=3); t2 = best(lambda: generate(m, pr, 65, sampling=g), r=3)
 step = (t2 - t1) / 64
-print(f"SmolLM2 f32 decode step, batch 1: {step*1000:.1f} ms -> {0.538/step:.1f} GB/s of weights (134.5 M params x 4 B)")
+print(f"SmolLM2 f32 decode step, batch 1: {step*1000:.1f} ms -> {0.538/step:.1f} GB/s of weights "
+      "(134.5 M params x 4 B)")

@@ -12,8 +12,9 @@ Columns:
 - XLA peak MB/device: arguments + outputs + temporaries of the compiled per-device program, from
   XLA's memory analysis. XLA:CPU schedules without a memory budget, so its temporaries do not
   shrink with remat here the way they do on GPU/TPU; the next column is what remat controls.
-- kept MB: the activations autodiff keeps for the backward pass (jax's residual accounting of
-  the loss on the whole batch; per device, divide by data x fsdp).
+- kept MB: the activations autodiff keeps for the backward pass (the arrays jax.vjp's backward
+  function closes over, less the params, for the loss on the whole batch; per device, divide by
+  data x fsdp).
 Synthetic token batches (timing does not depend on the values).
 """
 
@@ -32,11 +33,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
-from jax._src.ad_checkpoint import saved_residuals  # noqa: E402  (behind jax.ad_checkpoint.print_saved_residuals)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bigmodel_jax import config as config_lib, sharding, train  # noqa: E402
+from bigmodel_jax import config as config_lib, sharding, tasks, train  # noqa: E402
 from bigmodel_jax.config import load_config_file  # noqa: E402
 
 # name: (layers, width, heads, mlp, seq_len, batch, vocab)
@@ -72,8 +72,8 @@ def make_config(size: str, overrides: dict):
 
 
 def kept_bytes(cfg) -> int:
-    task = train.TASKS[cfg.task]
-    graphdef, abstract, _ = train.abstract_model(cfg, task)
+    task = tasks.get(cfg.task)
+    graphdef, abstract, _ = tasks.abstract_model(cfg)
     params = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract)
     b, t = cfg.train.batch_size // cfg.train.grad_accum_steps, cfg.data.seq_len
     batch = {"inputs": jnp.zeros((b, t), jnp.int32), "targets": jnp.zeros((b, t), jnp.int32)}
@@ -82,15 +82,16 @@ def kept_bytes(cfg) -> int:
         return task.loss_fn(nnx.merge(graphdef, p), batch, nnx.Rngs(dropout=jax.random.PRNGKey(0)))[0]
 
     n_params = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
-    return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a, _ in saved_residuals(loss, params)) - n_params
+    _, backward = jax.vjp(loss, params)  # the backward function closes over what the forward kept
+    return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(backward)) - n_params
 
 
 def measure(size: str, overrides: dict, num_devices: int, steps: int) -> dict:
     cfg = make_config(size, overrides)
     config_lib.validate(cfg, num_devices)
-    task = train.TASKS[cfg.task]
+    task = tasks.get(cfg.task)
     devices = jax.devices()[:num_devices]
-    mesh = sharding.make_mesh(config_lib.mesh_shape(cfg, num_devices), devices)
+    mesh = sharding.make_mesh(sharding.mesh_shape(cfg, num_devices), devices)
     graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = train.init_state(cfg, task, mesh)
     state_mb = (sharding.bytes_per_device(params) + sharding.bytes_per_device(opt_state)) / 1e6
     step = train.make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)

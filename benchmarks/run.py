@@ -122,7 +122,8 @@ def section_train_gpt(ctx: Context) -> list[dict]:
             fpt = r["flops_per_token"]
             rows.append(row("train_gpt", f"GPT {name} L/d/H/T/B/V={'/'.join(map(str, size))} {short(dtype)}, train",
                             r["ours"], r["torch"], "tok/s", mfu=(r["ours"] * fpt / peak, r["torch"] * fpt / peak),
-                            notes=f"peer: HF GPT2LMHeadModel + torch AdamW{' (autocast bf16)' if dtype == 'bfloat16' else ''}; "
+                            notes="peer: HF GPT2LMHeadModel + torch AdamW"
+                                  f"{' (autocast bf16)' if dtype == 'bfloat16' else ''}; "
                                   f"best step of {repeats}x{steps}"))
     return rows
 

@@ -183,8 +183,9 @@ def section_checkpoint(ctx: Context) -> list[dict]:
             1000 * cost["sync"], "ms", lower_is_better=True,
             notes=f"ours: async Orbax (Checkpointer); peer: the same saves synchronous; (window with {saves} saves "
                   f"incl. the final wait - window without) / saves, best of {windows}"),
-        row("checkpoint", f"overhead, % of step time, saving every {every} steps", 100 * cost["async"] / (every * step_s),
-            100 * cost["sync"] / (every * step_s), "%", lower_is_better=True, notes="cost per save / (every x step)"),
+        row("checkpoint", f"overhead, % of step time, saving every {every} steps",
+            100 * cost["async"] / (every * step_s), 100 * cost["sync"] / (every * step_s), "%", lower_is_better=True,
+            notes="cost per save / (every x step)"),
         row("checkpoint", f"overhead, % of step time, at the config's checkpoint_every={at}",
             100 * cost["async"] / (at * step_s), 100 * cost["sync"] / (at * step_s), "%", lower_is_better=True,
             notes="extrapolated from the cost per save"),
@@ -237,8 +238,8 @@ def section_compile(ctx: Context) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="jax_cache_", dir=ctx.tmp) as cache:
             out = []
             for _ in range(2):  # first: empty cache; second: the same cache
-                p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--compile-child", size, "--cache-dir", cache],
-                                   cwd=ROOT, capture_output=True, text=True, timeout=900)
+                p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--compile-child", size,
+                                    "--cache-dir", cache], cwd=ROOT, capture_output=True, text=True, timeout=900)
                 line = [x for x in p.stdout.splitlines() if x.startswith("COMPILE_RESULT ")]
                 if p.returncode or not line:
                     raise RuntimeError(f"compile child failed (rc {p.returncode}): {p.stderr[-800:]}")

@@ -1,8 +1,10 @@
-"""Orbax checkpoints in the workdir: the last K (async) under checkpoints/, the best by validation
-loss under best/. Each holds params, optimizer state, the training state (step, rng, data iterator,
-early-stopping counters) and the config as JSON; restoring takes the *target* shardings, so a
-checkpoint restores onto any mesh or device count. A checkpoint that fails to restore is reported
-with its path and the next older one is tried; nothing is deleted.
+"""Orbax checkpoints in the workdir: the last K (async) under checkpoints/, the best by the
+validation metric `train.eval_metric` under best/. Each holds params, optimizer state and a JSON
+`meta` the trainer fills (step, the grain data iterator's state, the best metric and its step,
+the early-stopping counter, the config); there is no RNG state to save, since dropout keys are
+derived from (seed, step). Restoring takes the *target* shardings, so a checkpoint restores onto
+any mesh or device count. A checkpoint that fails to restore is reported with its path and the
+next older one is tried; it is set aside as `unreadable-<step>` when asked, never deleted.
 """
 
 from __future__ import annotations

@@ -1,22 +1,33 @@
-"""Loading a config file, applying `--config.a.b=v` overrides, and validating before anything compiles.
+"""Config files, `--config.a.b=v` overrides, and the checks that run before anything compiles.
 
-Config files are Python files with `get_config(variant: str = "") -> ml_collections.ConfigDict`
-(the ml_collections convention; `--config=path:variant` selects a variant). Overrides are parsed
-against the type of the field they replace, so a typo or a wrong type fails here, naming the key.
+Config files are Python files with `get_config(variant: str = "") -> ml_collections.ConfigDict`,
+parsed by `ml_collections.config_flags` as in the Flax examples and big_vision:
+`--config=path.py[:variant]` picks the file (and passes the variant to get_config), every
+`--config.section.key=value` overrides one field, parsed as the type of the value it replaces, and
+`--flagfile=FILE` reads more of these from a file. Each parse has its own absl FlagValues, so
+`main(argv)` can be called again and again (tests). A field whose default is None cannot be
+overridden from the command line by config_flags; give it a type with
+`ml_collections.config_dict.placeholder(int)` instead (no config needs one today).
+
+What config_flags reports as an exception (an unknown key, a wrong type, a missing file, a bad
+variant) becomes a ConfigError naming the key, the value and what would be valid; `validate` then
+checks values against each other, before anything compiles.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-import os
+import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from bigmodel_jax import sharding, tasks, transfer
+from bigmodel_jax.errors import ConfigError
 
 CHOICES = {
-    "task": ("causal_lm", "mlm", "classify", "regress", "tag", "qa", "image_classify"),
     "model.dtype": ("float32", "bfloat16"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.activation": ("gelu", "gelu_tanh", "swiglu"),
@@ -33,27 +44,85 @@ POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.ml
                  "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.grad_accum_steps")
 
 # metric -> True when higher is better; train.eval_metric picks the one that decides "best"
-EVAL_METRICS = {"loss": False, "mse": False, "accuracy": True, "f1": True, "exact_match": True}
+EVAL_METRICS = {"loss": False, "perplexity": False, "mse": False, "mae": False, "accuracy": True,
+                "macro_f1": True, "precision": True, "recall": True, "f1": True, "exact_match": True}
+PROGRAM = "bigmodel_jax"  # argv[0] for absl, which skips it
 
 
-class ConfigError(ValueError):
-    """A bad config value: names the key, the value and what would be valid."""
+class ParsedArgs(NamedTuple):
+    config: ml_collections.ConfigDict
+    rest: list[str]  # the arguments that are not --config / --config.* / --flagfile (e.g. --workdir)
+    overrides: dict[str, Any]  # {"model.num_layers": 6, ...}: what the command line set
 
-    def __init__(self, key: str, value: Any, valid: str):
-        self.key, self.value, self.valid = key, value, valid
-        super().__init__(f"config key '{key}' = {value!r} is invalid: {valid}")
+
+def parse_config_args(argv: Sequence[str]) -> ParsedArgs:
+    """Pulls `--config FILE[:variant]`, every `--config.KEY=VALUE` and `--flagfile` out of argv."""
+    fv = flags.FlagValues()
+    argv = [PROGRAM, *argv]
+    holder = config_flags.DEFINE_config_file("config", None, "a config file: path.py[:variant]", flag_values=fv,
+                                             lock_config=True, sys_argv=argv)
+    spec = _config_spec(fv.read_flags_from_files(argv, force_gnu=False))
+    if spec is None:
+        raise ConfigError("--config", None, "pass --config configs/<experiment>.py")
+    if not Path(spec.partition(":")[0]).expanduser().is_file():
+        raise ConfigError("--config", spec, f"no config file at {Path(spec.partition(':')[0]).expanduser().absolute()}")
+    try:
+        rest = fv(argv, known_only=True)[1:]
+    except (flags.Error, AttributeError, KeyError, ValueError) as e:
+        raise _explain(e, spec, fv.read_flags_from_files(argv, force_gnu=False)) from None
+    cfg = ml_collections.ConfigDict(holder.value.to_dict())  # unlocked: the trainer adds what the data decides
+    return ParsedArgs(cfg, rest, dict(config_flags.get_override_values(fv["config"])))
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
     """spec is 'path/to/config.py' or 'path/to/config.py:variant'."""
-    path, _, variant = spec.partition(":")
-    if not Path(path).is_file():
-        raise ConfigError("--config", spec, f"no config file at {os.path.abspath(path)}")
-    mod_spec = importlib.util.spec_from_file_location(f"_config_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    cfg = module.get_config(variant) if variant else module.get_config()
-    return cfg
+    return parse_config_args([f"--config={spec}"]).config
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """A copy of cfg with overrides applied: ['train.num_steps=100', ...] (the text after
+    '--config.'), parsed by config_flags exactly as on the command line."""
+    fv = flags.FlagValues()
+    argv = [PROGRAM, *(f"--config.{item}" for item in overrides)]
+    base = ml_collections.ConfigDict(cfg.to_dict())
+    try:  # config_flags defines a flag per override here, so an unknown key already fails
+        holder = config_flags.DEFINE_config_dict("config", base, flag_values=fv, lock_config=True, sys_argv=argv)
+        fv(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError) as e:
+        raise _explain(e, None, argv, cfg) from None
+    return ml_collections.ConfigDict(holder.value.to_dict())
+
+
+def _config_spec(argv: Sequence[str]) -> str | None:
+    """The value of --config in argv (the last one wins, as in absl)."""
+    spec = None
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-config") and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif re.match(r"^--?config=", arg):
+            spec = arg.split("=", 1)[1]
+    return spec
+
+
+def _explain(error: Exception, spec: str | None, argv: Sequence[str],
+             base: ml_collections.ConfigDict | None = None) -> ConfigError:
+    """The ConfigError for what config_flags raised: which override (or file) is wrong, and why."""
+    text = str(error)
+    if spec is not None and "Error whilst parsing config file" in text:  # get_config raised (a bad variant)
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        return ConfigError("--config", spec, last.split(": ", 1)[-1])
+    if base is None:
+        base = load_config_file(spec)
+    for arg in argv:
+        m = re.match(r"^--?(?:no)?config\.([^=]+)(?:=(.*))?$", arg)
+        if not m:
+            continue
+        key, value = m.group(1), m.group(2)
+        node, leaf = _lookup(base, key)  # raises for an unknown section or key
+        if f"--config.{key}" in text:  # absl names the flag whose value did not parse
+            current = node[leaf]
+            return ConfigError(key, value, f"expected a {type(current).__name__} (current value {current!r})")
+    return ConfigError("--config", spec, f"{type(error).__name__}: {text}")
 
 
 def _lookup(cfg: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
@@ -61,8 +130,8 @@ def _lookup(cfg: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.Co
     node, path = cfg, []
     for part in parts[:-1]:
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            raise ConfigError(key, None, f"unknown section '{'.'.join(path + [part])}'; "
-                                         f"valid: {sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []}")
+            valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            raise ConfigError(key, None, f"unknown section '{'.'.join(path + [part])}'; valid: {valid}")
         node, path = node[part], path + [part]
     if parts[-1] not in node or isinstance(node[parts[-1]], ml_collections.ConfigDict):
         prefix = ".".join(path)
@@ -70,62 +139,6 @@ def _lookup(cfg: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.Co
                        if not isinstance(v, ml_collections.ConfigDict))
         raise ConfigError(key, None, f"unknown key; valid keys here: {valid}")
     return node, parts[-1]
-
-
-def _parse_value(key: str, text: str, current: Any) -> Any:
-    kind = type(current)
-    try:
-        if kind is bool:
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        if kind is str:
-            return text
-        if kind in (tuple, list):
-            value = ast.literal_eval(text)
-            return kind(value if isinstance(value, (tuple, list)) else (value,))
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise ConfigError(key, text, f"expected a {kind.__name__} (current value {current!r})") from None
-
-
-def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-    """overrides: ['train.num_steps=100', ...] (the text after '--config.')."""
-    for item in overrides:
-        key, eq, text = item.partition("=")
-        if not eq:
-            raise ConfigError(key, None, "overrides are written --config.KEY=VALUE")
-        node, leaf = _lookup(cfg, key)
-        node[leaf] = _parse_value(key, text, node[leaf])
-    return cfg
-
-
-def parse_config_args(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, list[str]]:
-    """Pulls `--config FILE[:variant]` and every `--config.KEY=VALUE` out of argv; returns the
-    config and the remaining arguments."""
-    spec, overrides, rest = None, [], []
-    it = iter(argv)
-    for arg in it:
-        if arg == "--config":
-            spec = next(it, None)
-        elif arg.startswith("--config="):
-            spec = arg.split("=", 1)[1]
-        elif arg.startswith("--config."):
-            body = arg[len("--config."):]
-            if "=" not in body:
-                body = f"{body}={next(it, '')}"
-            overrides.append(body)
-        else:
-            rest.append(arg)
-    if spec is None:
-        raise ConfigError("--config", None, "pass --config configs/<experiment>.py")
-    return apply_overrides(load_config_file(spec), overrides), rest
 
 
 def _get(cfg: ml_collections.ConfigDict, key: str) -> Any:
@@ -147,6 +160,7 @@ def _has(cfg: ml_collections.ConfigDict, key: str) -> bool:
 def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
     """Every check that can fail without compiling anything (the task's own `validate` adds its
     family's). Raises ConfigError."""
+    task = tasks.get(cfg.task)
     for key, choices in CHOICES.items():
         if _has(cfg, key) and _get(cfg, key) not in choices:
             raise ConfigError(key, _get(cfg, key), f"one of {list(choices)}")
@@ -171,14 +185,14 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     if cfg.train.patience < 0:
         raise ConfigError("train.patience", cfg.train.patience, "0 (off) or a positive number of evaluations")
 
-    from bigmodel_jax.train import TASKS  # imported here: the tasks import this module
-
-    task = TASKS[cfg.task]
     if cfg.train.eval_metric not in task.METRICS:
-        raise ConfigError("train.eval_metric", cfg.train.eval_metric, f"one of {list(task.METRICS)} for task {cfg.task}")
+        raise ConfigError("train.eval_metric", cfg.train.eval_metric,
+                          f"one of {list(task.METRICS)} for task {cfg.task}")
+    if cfg.init_from:
+        transfer.source_model(cfg.init_from, task.FAMILY)  # a source that exists and is of the task's family
     task.validate(cfg)
 
-    mesh = mesh_shape(cfg, num_devices)
+    mesh = sharding.mesh_shape(cfg, num_devices)
     if cfg.parallel.mode == "pmap" and mesh["data"] != num_devices:
         raise ConfigError("parallel.mode", "pmap", f"pmap is data parallelism only: set parallel.fsdp=1 and "
                           f"parallel.tensor=1 (now {mesh['fsdp']} and {mesh['tensor']}), or use mode 'jit'")
@@ -190,25 +204,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     if micro % batch_shards:
         raise ConfigError("train.batch_size", cfg.train.batch_size,
                           f"the micro-batch ({micro} = batch_size / grad_accum_steps) must divide over the "
-                          f"{batch_shards} data shards (parallel.data x parallel.fsdp = {mesh['data']} x {mesh['fsdp']})")
+                          f"{batch_shards} data shards (parallel.data x parallel.fsdp = "
+                          f"{mesh['data']} x {mesh['fsdp']})")
     if cfg.train.batch_size % num_processes:
         raise ConfigError("train.batch_size", cfg.train.batch_size, f"must divide over {num_processes} processes")
-
-
-def mesh_shape(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
-    """Resolves parallel.{data,fsdp,tensor} (one may be -1 = the rest) against the device count."""
-    sizes = {k: cfg.parallel[k] for k in ("data", "fsdp", "tensor")}
-    free = [k for k, v in sizes.items() if v == -1]
-    if len(free) > 1 or any(v == 0 or v < -1 for v in sizes.values()):
-        raise ConfigError("parallel", sizes, "positive sizes, at most one of them -1 (= the remaining devices)")
-    fixed = 1
-    for k, v in sizes.items():
-        if v != -1:
-            fixed *= v
-    if free:
-        if num_devices % fixed:
-            raise ConfigError(f"parallel.{free[0]}", -1, f"the other axes ({fixed}) must divide {num_devices} devices")
-        sizes[free[0]] = num_devices // fixed
-    if sizes["data"] * sizes["fsdp"] * sizes["tensor"] != num_devices:
-        raise ConfigError("parallel", sizes, f"data x fsdp x tensor must equal the {num_devices} devices")
-    return sizes

@@ -31,7 +31,7 @@ MIN_BUCKET = 16  # shortest padded length: batches are padded to 16, 32, 64, ...
 
 
 def _load_workdir(workdir: Path, dtype: str, which: str) -> tuple[Bert, WordPieceTokenizer]:
-    from bigmodel_jax.train import load_trained  # the trainer is only needed for workdirs
+    from bigmodel_jax.transfer import load_trained
 
     model, cfg, _ = load_trained(workdir, which, dtype)
     if not isinstance(getattr(model, "bert", None), Bert):

@@ -157,7 +157,7 @@ def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, st
     tokens = jnp.zeros((b, cache_len), jnp.int32).at[:, :p].set(tokens_bp)
     mask = jnp.zeros((b, cache_len), bool).at[:, :p].set(mask_bp)
     positions = _positions(mask_bp)
-    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype), cache_index=0,
+    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype), prefill=True,
                             positions_bt=positions, mask_bs=mask)
     seen = None
     if program[3]:
@@ -290,14 +290,16 @@ def _beam_search(graphdef, params, tokens_bp, mask_bp, stops, length_penalty, *,
     keep = max(2, 1 + stops.shape[0]) * k  # enough candidates that k stay running after stops
     mask = jnp.zeros((b, cache_len), bool).at[:, :p].set(mask_bp)
     positions = _positions(mask_bp)
-    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype), cache_index=0,
+    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype), prefill=True,
                             positions_bt=positions, mask_bs=mask)
     beams = lambda a: jnp.repeat(a, k, axis=0)  # noqa: E731  [B, ...] -> [B*K, ...], beams of a row together
     state = dict(
         logits=beams(model.logits(x[:, -1:])[:, 0]), cache=jax.tree.map(beams, cache), mask=beams(mask),
         pos=beams(positions[:, -1] + 1), n=jnp.asarray(0, jnp.int32),
-        running=jnp.zeros((b, k, n_max), jnp.int32), running_scores=jnp.tile(jnp.asarray([0.0] + [NEG] * (k - 1)), (b, 1)),
-        finished=jnp.zeros((b, k, n_max), jnp.int32), scores=jnp.full((b, k), NEG), lengths=jnp.zeros((b, k), jnp.int32),
+        running=jnp.zeros((b, k, n_max), jnp.int32),
+        running_scores=jnp.tile(jnp.asarray([0.0] + [NEG] * (k - 1)), (b, 1)),
+        finished=jnp.zeros((b, k, n_max), jnp.int32), scores=jnp.full((b, k), NEG),
+        lengths=jnp.zeros((b, k), jnp.int32),
         is_finished=jnp.zeros((b, k), bool), improvable=jnp.ones((b, 1), bool), go=jnp.asarray(True))
     top_k_mask = jnp.arange(keep) < k
     row = jnp.arange(b)[:, None]

@@ -21,10 +21,11 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from bigmodel_jax import weights
 from bigmodel_jax.data.bpe_files import DecoderTokenizer, byte_level_bpe
-from bigmodel_jax.hf import _set
 from bigmodel_jax.hf_decoders import abstract_gpt
 from bigmodel_jax.models.gpt import GPT
+from bigmodel_jax.weights import Group, converted, same, transposed
 
 log = logging.getLogger(__name__)
 
@@ -104,25 +105,31 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
 
 
-def _gguf_pairs(model: GPT) -> list[tuple]:
-    """(our parameter, GGUF tensor name, dequantized torch-layout array -> ours)."""
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's rotary permutation of Q or K rows (the inverse of `_unpermute`)."""
+    dim = w.shape[0] // n_head // 2
+    return w.reshape(n_head, 2, dim, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
+
+
+def gguf_groups(model: GPT) -> list[Group]:
+    """llama.cpp's tensor names; a dequantized matrix is torch's [out, in] (transposed to ours),
+    and Q/K rows are un-permuted."""
     c = model.cfg
-    same, T = (lambda x: x), (lambda x: x.T)
     heads, kv_heads = c.num_heads, c.num_kv_heads or c.num_heads
-    pairs = [(model.token_embed.embedding, "token_embd.weight", same),
-             (model.final_norm.scale, "output_norm.weight", same)]
+    pairs = [same(model.token_embed.embedding, "token_embd.weight"), same(model.final_norm.scale, "output_norm.weight")]
     for i, blk in enumerate(model.blocks):
         p, a, m = f"blk.{i}.", blk.attn, blk.mlp
-        pairs += [(a.query.kernel, p + "attn_q.weight", lambda x: _unpermute(x, heads).T),
-                  (a.key.kernel, p + "attn_k.weight", lambda x: _unpermute(x, kv_heads).T),
-                  (a.value.kernel, p + "attn_v.weight", T), (a.out.kernel, p + "attn_output.weight", T),
-                  (m.gate.kernel, p + "ffn_gate.weight", T), (m.up.kernel, p + "ffn_up.weight", T),
-                  (m.down.kernel, p + "ffn_down.weight", T),
-                  (blk.attn_norm.scale, p + "attn_norm.weight", same),
-                  (blk.mlp_norm.scale, p + "ffn_norm.weight", same)]
+        pairs += [converted(a.query.kernel, p + "attn_q.weight", lambda x: _unpermute(x, heads).T,
+                            lambda k: _permute(k.T, heads)),
+                  converted(a.key.kernel, p + "attn_k.weight", lambda x: _unpermute(x, kv_heads).T,
+                            lambda k: _permute(k.T, kv_heads)),
+                  transposed(a.value.kernel, p + "attn_v.weight"), transposed(a.out.kernel, p + "attn_output.weight"),
+                  transposed(m.gate.kernel, p + "ffn_gate.weight"), transposed(m.up.kernel, p + "ffn_up.weight"),
+                  transposed(m.down.kernel, p + "ffn_down.weight"),
+                  same(blk.attn_norm.scale, p + "attn_norm.weight"), same(blk.mlp_norm.scale, p + "ffn_norm.weight")]
     if model.lm_head is not None:
-        pairs.append((model.lm_head, "output.weight", T))
-    return pairs
+        pairs.append(transposed(model.lm_head, "output.weight"))
+    return [Group("Llama (GGUF)", pairs)]
 
 
 def _dequantize(tensor) -> np.ndarray:
@@ -180,16 +187,9 @@ def load_gguf(path: str | Path, dtype: str = "float32") -> tuple[GPT, DecoderTok
     start = time.perf_counter()
     reader = _reader(Path(path))
     model = abstract_gpt(gguf_config(reader, dtype))
-    tensors = {t.name: t for t in reader.tensors}
-    pairs = _gguf_pairs(model)
-    missing = [name for _, name, _ in pairs if name not in tensors]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} tensors missing for a Llama model, e.g. {missing[:4]}")
-    for var, name, to_ours in pairs:
-        _set(var, to_ours(_dequantize(tensors[name])), name)
-    unused = sorted(set(tensors) - {name for _, name, _ in pairs})
-    if unused:  # rope_freqs.weight (Llama 3.1 scaling) would change the model: refuse rather than ignore
-        raise ValueError(f"{path}: tensors this loader does not understand: {unused[:8]}")
+    # an unused tensor (rope_freqs.weight: Llama 3.1's RoPE scaling) would change the model: refused
+    weights.load(model, {t.name: t for t in reader.tensors}, gguf_groups(model), source=str(path), family="Llama GGUF",
+                 layers=(len(model.blocks), "blk.{}.attn_norm.weight"), read=_dequantize, refuse_unused=True)
     tokenizer = gguf_tokenizer(reader)
     log.info("loaded %s in %.1f s", path, time.perf_counter() - start)
     return model, tokenizer

@@ -1,8 +1,9 @@
 """Hugging Face decoder directories <-> our GPT: GPT-2 and Llama (import and export).
 
 A directory is `config.json` + `model.safetensors` (+ tokenizer files), as `save_pretrained`
-writes it; only safetensors are read. Each family's tensors are mapped by one table (`_gpt2_pairs`,
-`_llama_pairs`) used in both directions, so import and export cannot drift apart. Our kernels are
+writes it; only safetensors are read. Each family's tensors are mapped by one name table
+(`gpt2_groups`, `llama_groups`) that `weights.load` reads in and `weights.to_file` writes out, so
+import and export cannot drift apart. Our kernels are
 [in, out]: torch Linear weights ([out, in]) are transposed, GPT-2's Conv1D weights ([in, out]) are
 not, and its fused c_attn is split into our query/key/value. HF Llama safetensors use our rotary
 layout (halves, not interleaved pairs), so Q/K need no permutation (GGUF files do: gguf_import.py).
@@ -10,20 +11,17 @@ layout (halves, not interleaved pairs), so Q/K need no permutation (GGUF files d
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Callable, NamedTuple
 
-import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from safetensors.numpy import save_file
 
+from bigmodel_jax import weights
 from bigmodel_jax.data.bpe_files import DecoderTokenizer
-from bigmodel_jax.hf import _read_dir, _set
 from bigmodel_jax.models.gpt import GPT
+from bigmodel_jax.weights import Group, fused, same, transposed
 
 log = logging.getLogger(__name__)
 
@@ -31,35 +29,10 @@ GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "
 SUPPORTED = "'gpt2', 'llama', 'mistral' (without sliding_window)"
 
 
-class Pair(NamedTuple):
-    """Our parameters <-> one checkpoint tensor. Most pairs hold one parameter; GPT-2's fused c_attn
-    holds three (query, key, value)."""
-    params: tuple[nnx.Param, ...]
-    name: str
-    to_ours: Callable[[np.ndarray], tuple[np.ndarray, ...]]
-    to_hf: Callable[[tuple[np.ndarray, ...]], np.ndarray]
-
-
-def _one(var: nnx.Param, name: str, transposed: bool = False) -> Pair:
-    if transposed:
-        return Pair((var,), name, lambda x: (x.T,), lambda xs: xs[0].T)
-    return Pair((var,), name, lambda x: (x,), lambda xs: xs[0])
-
-
-def _fused(params: tuple[nnx.Param, ...], name: str) -> Pair:
-    """Parameters concatenated along the last axis in the checkpoint (GPT-2's c_attn: q, k, v)."""
-    return Pair(params, name, lambda x: tuple(np.split(x, len(params), axis=-1)),
-                lambda xs: np.concatenate(xs, axis=-1))
-
-
 # ----------------------------------------------------------------------------- GPT-2
 def gpt2_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
     """Our GPT `model` config for a transformers GPT2Config dict."""
-    if hf.get("model_type") != "gpt2":
-        raise ValueError(f"expected a GPT-2 config (model_type 'gpt2'), got {hf.get('model_type')!r}")
-    act = hf.get("activation_function", "gelu_new")
-    if act not in GPT2_ACTIVATIONS:
-        raise ValueError(f"unsupported GPT-2 activation_function {act!r}; supported: {sorted(GPT2_ACTIVATIONS)}")
+    activation = weights.hf_activation(hf, "GPT-2", "gpt2", "activation_function", "gelu_new", GPT2_ACTIVATIONS)
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("scale_attn_weights") is False:
         raise ValueError("GPT-2 with scale_attn_by_inverse_layer_idx=true or scale_attn_weights=false is not "
                          "supported (our attention scales by 1/sqrt(head_dim))")
@@ -67,25 +40,26 @@ def gpt2_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         vocab_size=hf["vocab_size"], num_layers=hf["n_layer"], width=d, num_heads=hf["n_head"], num_kv_heads=0,
         mlp_dim=hf.get("n_inner") or 4 * d, max_len=hf["n_positions"], positions="learned", rope_theta=10000.0,
-        norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), activation=GPT2_ACTIVATIONS[act],
+        norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), activation=activation,
         use_bias=True, tie_embeddings=hf.get("tie_word_embeddings", True), dropout=0.0, dtype=dtype))
 
 
-def _gpt2_pairs(model: GPT) -> list[Pair]:
-    """GPT2Model's tensors (no `transformer.` prefix) and, untied, the LM head."""
-    pairs = [_one(model.token_embed.embedding, "wte.weight"), _one(model.pos_embed, "wpe.weight"),
-             _one(model.final_norm.scale, "ln_f.weight"), _one(model.final_norm.bias, "ln_f.bias")]
+def gpt2_groups(model: GPT) -> list[Group]:
+    """GPT2Model's tensors (no `transformer.` prefix) and, untied, the LM head. GPT-2's Conv1D
+    weights are already [in, out]."""
+    pairs = [same(model.token_embed.embedding, "wte.weight"), same(model.pos_embed, "wpe.weight"),
+             same(model.final_norm.scale, "ln_f.weight"), same(model.final_norm.bias, "ln_f.bias")]
     for i, blk in enumerate(model.blocks):
         p, a = f"h.{i}.", blk.attn
-        pairs += [_fused((a.query.kernel, a.key.kernel, a.value.kernel), p + "attn.c_attn.weight"),
-                  _fused((a.query.bias, a.key.bias, a.value.bias), p + "attn.c_attn.bias")]
+        pairs += [fused((a.query.kernel, a.key.kernel, a.value.kernel), p + "attn.c_attn.weight"),
+                  fused((a.query.bias, a.key.bias, a.value.bias), p + "attn.c_attn.bias")]
         for dense, name in ((a.out, "attn.c_proj"), (blk.mlp.up, "mlp.c_fc"), (blk.mlp.down, "mlp.c_proj")):
-            pairs += [_one(dense.kernel, p + name + ".weight"), _one(dense.bias, p + name + ".bias")]
+            pairs += [same(dense.kernel, p + name + ".weight"), same(dense.bias, p + name + ".bias")]
         for norm, name in ((blk.attn_norm, "ln_1"), (blk.mlp_norm, "ln_2")):
-            pairs += [_one(norm.scale, p + name + ".weight"), _one(norm.bias, p + name + ".bias")]
+            pairs += [same(norm.scale, p + name + ".weight"), same(norm.bias, p + name + ".bias")]
     if model.lm_head is not None:
-        pairs.append(_one(model.lm_head, "lm_head.weight", transposed=True))
-    return pairs
+        pairs.append(transposed(model.lm_head, "lm_head.weight"))
+    return [Group("GPT-2", pairs)]
 
 
 def _gpt2_hf_config(c) -> dict:
@@ -132,21 +106,21 @@ def llama_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
         tie_embeddings=hf.get("tie_word_embeddings", False), dropout=0.0, dtype=dtype))
 
 
-def _llama_pairs(model: GPT) -> list[Pair]:
+def llama_groups(model: GPT) -> list[Group]:
     """LlamaForCausalLM's tensors; torch Linear weights are [out, in], transposed to our kernels."""
-    pairs = [_one(model.token_embed.embedding, "model.embed_tokens.weight"),
-             _one(model.final_norm.scale, "model.norm.weight")]
+    pairs = [same(model.token_embed.embedding, "model.embed_tokens.weight"),
+             same(model.final_norm.scale, "model.norm.weight")]
     for i, blk in enumerate(model.blocks):
         p, a, m = f"model.layers.{i}.", blk.attn, blk.mlp
         for dense, name in ((a.query, "self_attn.q_proj"), (a.key, "self_attn.k_proj"), (a.value, "self_attn.v_proj"),
                             (a.out, "self_attn.o_proj"), (m.gate, "mlp.gate_proj"), (m.up, "mlp.up_proj"),
                             (m.down, "mlp.down_proj")):
-            pairs.append(_one(dense.kernel, p + name + ".weight", transposed=True))
-        pairs += [_one(blk.attn_norm.scale, p + "input_layernorm.weight"),
-                  _one(blk.mlp_norm.scale, p + "post_attention_layernorm.weight")]
+            pairs.append(transposed(dense.kernel, p + name + ".weight"))
+        pairs += [same(blk.attn_norm.scale, p + "input_layernorm.weight"),
+                  same(blk.mlp_norm.scale, p + "post_attention_layernorm.weight")]
     if model.lm_head is not None:
-        pairs.append(_one(model.lm_head, "lm_head.weight", transposed=True))
-    return pairs
+        pairs.append(transposed(model.lm_head, "lm_head.weight"))
+    return [Group("Llama", pairs)]
 
 
 def _llama_hf_config(c) -> dict:
@@ -162,9 +136,9 @@ def _llama_hf_config(c) -> dict:
 
 
 # ----------------------------------------------------------------------------- both ways
-# model_type -> (our config from HF's, the tensor table, the first block's first tensor, HF config from ours)
-FAMILIES = {"gpt2": (gpt2_config, _gpt2_pairs, "h.{}.ln_1.weight", _gpt2_hf_config),
-            "llama": (llama_config, _llama_pairs, "model.layers.{}.input_layernorm.weight", _llama_hf_config)}
+# model_type -> (our config from HF's, the name table, a block's first tensor, HF config from ours)
+FAMILIES = {"gpt2": (gpt2_config, gpt2_groups, "h.{}.ln_1.weight", _gpt2_hf_config),
+            "llama": (llama_config, llama_groups, "model.layers.{}.input_layernorm.weight", _llama_hf_config)}
 FAMILIES["mistral"] = FAMILIES["llama"]
 
 
@@ -176,27 +150,13 @@ def _family(hf_cfg: dict, where: Path) -> tuple:
     return FAMILIES[kind]
 
 
-def load_decoder_tensors(model: GPT, tensors: dict[str, np.ndarray], kind: str) -> GPT:
+def load_decoder_tensors(model: GPT, tensors: dict[str, np.ndarray], kind: str, source: str = "the tensors") -> GPT:
     """Copies a `kind` ('gpt2', 'llama') checkpoint's tensors into `model`, which may be abstract
-    (`nnx.eval_shape`): every parameter must get a value, and no layer may be left over."""
-    _, pairs_of, first_of_block, _ = FAMILIES[kind]
+    (`nnx.eval_shape`): every parameter must get a value, and no layer may be left over. Old GPT-2
+    files carry attn.bias mask buffers and a tied lm_head.weight may be written too: logged as unused."""
+    _, groups_of, first_of_block, _ = FAMILIES[kind]
     t = {k.removeprefix("transformer."): v for k, v in tensors.items()} if kind == "gpt2" else tensors
-    pairs = pairs_of(model)
-    missing = [p.name for p in pairs if p.name not in t]
-    if missing:
-        raise ValueError(f"not a {kind} checkpoint for this model: {len(missing)} tensors missing, e.g. {missing[:4]}")
-    if first_of_block.format(len(model.blocks)) in t:
-        raise ValueError(f"the checkpoint has more than the model's {len(model.blocks)} layers")
-    for p in pairs:
-        for var, value in zip(p.params, p.to_ours(t[p.name]), strict=True):
-            _set(var, value, p.name)
-    unset = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
-             if isinstance(x, jax.ShapeDtypeStruct)]
-    if unset:  # a parameter added to models/gpt.py without a name in the table
-        raise ValueError(f"no checkpoint name is mapped to the model's parameters {unset}")
-    unused = sorted(set(t) - {p.name for p in pairs})
-    if unused:  # old GPT-2 files carry attn.bias mask buffers; a tied lm_head.weight may be written too
-        log.info("checkpoint tensors not used: %s", unused[:8])
+    weights.load(model, t, groups_of(model), source=source, family=kind, layers=(len(model.blocks), first_of_block))
     return model
 
 
@@ -209,10 +169,11 @@ def load_decoder_dir(directory: str | Path, dtype: str = "float32") -> tuple[GPT
     """(our GPT, its tokenizer or None) of a GPT-2 / Llama directory (config.json + model.safetensors,
     plus tokenizer.json or vocab.json + merges.txt when it has a tokenizer)."""
     directory = Path(directory)
-    hf_cfg, tensors = _read_dir(directory)
+    hf_cfg, tensors = weights.read_hf_dir(directory)
     make_config = _family(hf_cfg, directory / "config.json")[0]
     model = load_decoder_tensors(abstract_gpt(make_config(hf_cfg, dtype)), tensors,
-                                 "gpt2" if hf_cfg["model_type"] == "gpt2" else "llama")
+                                 "gpt2" if hf_cfg["model_type"] == "gpt2" else "llama",
+                                 str(directory / "model.safetensors"))
     has_tokenizer = any((directory / name).is_file() for name in ("tokenizer.json", "vocab.json"))
     return model, DecoderTokenizer.from_dir(directory) if has_tokenizer else None
 
@@ -224,8 +185,9 @@ def load_gpt2_weights(model: GPT, tensors: dict[str, np.ndarray]) -> GPT:
 
 def load_gpt2_dir(directory: str | Path, dtype: str = "float32") -> GPT:
     """A GPT-2 model directory as our GPT (without its tokenizer)."""
-    hf_cfg, tensors = _read_dir(Path(directory))
-    return load_decoder_tensors(abstract_gpt(gpt2_config(hf_cfg, dtype)), tensors, "gpt2")
+    hf_cfg, tensors = weights.read_hf_dir(directory)
+    return load_decoder_tensors(abstract_gpt(gpt2_config(hf_cfg, dtype)), tensors, "gpt2",
+                                str(Path(directory) / "model.safetensors"))
 
 
 def decoder_kind(cfg) -> str:
@@ -251,19 +213,11 @@ def save_decoder_dir(model: GPT, directory: str | Path, tokenizer: DecoderTokeni
     if tokenizer is not None and tokenizer.vocab_size > c.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's "
                          f"vocab_size {c.vocab_size}")
-    _, pairs_of, _, hf_config_of = FAMILIES[kind]
+    _, groups_of, _, hf_config_of = FAMILIES[kind]
     prefix = "transformer." if kind == "gpt2" else ""
-    tensors = {}
-    for p in pairs_of(model):
-        name = p.name if p.name == "lm_head.weight" else prefix + p.name
-        tensors[name] = np.ascontiguousarray(p.to_hf(tuple(np.asarray(v[...], np.float32) for v in p.params)))
+    tensors = {name if name == "lm_head.weight" else prefix + name: value
+               for name, value in weights.to_file(groups_of(model)).items()}
     hf_cfg = {**hf_config_of(c), "dtype": "float32", "use_cache": True}
     if tokenizer is not None:
         hf_cfg.update(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
-    if tokenizer is not None:
-        tokenizer.save(directory)
-    return directory
+    return weights.write_hf_dir(directory, tensors, hf_cfg, tokenizer)

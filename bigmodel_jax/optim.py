@@ -12,15 +12,14 @@ import optax
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
     """Linear warmup from 0, then cosine decay to lr * min_lr_ratio at num_steps (or constant)."""
-    o = cfg
-    warmup = max(int(o.warmup_steps), 0)
-    if o.schedule == "constant":
-        after = optax.constant_schedule(o.lr)
-    else:
-        after = optax.cosine_decay_schedule(o.lr, max(num_steps - warmup, 1), alpha=o.min_lr_ratio)
+    warmup = max(int(cfg.warmup_steps), 0)
+    if cfg.schedule == "cosine":  # decay_steps counts the warmup; at least one step of decay
+        return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(num_steps, warmup + 1),
+                                                  end_value=cfg.lr * cfg.min_lr_ratio)
     if warmup == 0:
-        return after
-    return optax.join_schedules([optax.linear_schedule(0.0, o.lr, warmup), after], [warmup])
+        return optax.constant_schedule(cfg.lr)
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), optax.constant_schedule(cfg.lr)],
+                                [warmup])
 
 
 def decay_mask(params: Any) -> Any:
@@ -40,7 +39,8 @@ def l1_penalty(strength: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """cfg is `config.optim`. Returns (tx, schedule)."""
     schedule = learning_rate_schedule(cfg, num_steps)
     if cfg.name == "adamw":

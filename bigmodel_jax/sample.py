@@ -28,7 +28,7 @@ from bigmodel_jax.generate import Sampling, beam_search, stream
 def load_workdir(workdir: str | Path, which: str = "latest"):
     """(model, tokenizer, step) from a workdir's newest `latest` or `best` checkpoint."""
     from bigmodel_jax.data.tokenizers import load_tokenizer
-    from bigmodel_jax.train import load_trained
+    from bigmodel_jax.transfer import load_trained
 
     model, cfg, step = load_trained(workdir, which)
     if cfg.task != "causal_lm":

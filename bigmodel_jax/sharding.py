@@ -24,6 +24,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from bigmodel_jax.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 AXES = ("data", "fsdp", "tensor")
@@ -43,8 +45,27 @@ RULES: dict[str, Any] = {
 }
 
 
+def mesh_shape(cfg, num_devices: int) -> dict[str, int]:
+    """Resolves parallel.{data,fsdp,tensor} (one may be -1 = the rest) against the device count."""
+    sizes = {k: cfg.parallel[k] for k in ("data", "fsdp", "tensor")}
+    free = [k for k, v in sizes.items() if v == -1]
+    if len(free) > 1 or any(v == 0 or v < -1 for v in sizes.values()):
+        raise ConfigError("parallel", sizes, "positive sizes, at most one of them -1 (= the remaining devices)")
+    fixed = 1
+    for k, v in sizes.items():
+        if v != -1:
+            fixed *= v
+    if free:
+        if num_devices % fixed:
+            raise ConfigError(f"parallel.{free[0]}", -1, f"the other axes ({fixed}) must divide {num_devices} devices")
+        sizes[free[0]] = num_devices // fixed
+    if sizes["data"] * sizes["fsdp"] * sizes["tensor"] != num_devices:
+        raise ConfigError("parallel", sizes, f"data x fsdp x tensor must equal the {num_devices} devices")
+    return sizes
+
+
 def make_mesh(sizes: dict[str, int], devices: list | None = None) -> Mesh:
-    """sizes: {'data': d, 'fsdp': f, 'tensor': t} already resolved (config.mesh_shape)."""
+    """sizes: {'data': d, 'fsdp': f, 'tensor': t} already resolved (mesh_shape)."""
     shape, auto = tuple(sizes[a] for a in AXES), (jax.sharding.AxisType.Auto,) * 3
     if devices is None:  # make_mesh orders devices by the physical topology (TPU/GPU)
         return jax.make_mesh(shape, AXES, axis_types=auto)
@@ -139,7 +160,8 @@ def put_batch(batch: dict[str, np.ndarray], mesh: Mesh, per_device: bool = False
 def as_global(x: jax.Array, replicated_sharding: NamedSharding) -> jax.Array:
     """A replicated array held by this process's devices (a pmap output) as the global replicated
     array over the whole mesh, reusing the same device buffers."""
-    return jax.make_array_from_single_device_arrays(x.shape, replicated_sharding, [s.data for s in x.addressable_shards])
+    return jax.make_array_from_single_device_arrays(x.shape, replicated_sharding,
+                                                    [s.data for s in x.addressable_shards])
 
 
 def bytes_per_device(tree: Any) -> int:

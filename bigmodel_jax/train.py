@@ -1,6 +1,7 @@
 """The one training loop for every family.
 
-    python -m bigmodel_jax.train --config configs/gpt_char.py --workdir runs/gpt_char [--config.a.b=v ...]
+    python -m bigmodel_jax.train --config configs/gpt_char.py[:variant] --workdir runs/gpt_char [--config.a.b=v ...]
+    python -m bigmodel_jax.train --flagfile=run.flags          # the same flags, one per line, from a file
 
 Rerunning with the same workdir resumes from the newest checkpoint: params, optimizer state,
 step, data iterator position and early-stopping counters, so the resumed run sees the same
@@ -17,22 +18,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Collection
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax import checkpoint, config as config_lib, distributed, metrics as metrics_lib, pretrained, sharding
+from bigmodel_jax import checkpoint, config as config_lib, distributed, metrics as metrics_lib, sharding, tasks
+from bigmodel_jax import transfer
+from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.optim import accumulate_gradients, build_optimizer, weighted_pmean
-from bigmodel_jax.tasks import causal_lm, classify, image_classify, mlm, qa, regress, tag
+from bigmodel_jax.tasks.protocol import EvalSet
 
 log = logging.getLogger("bigmodel_jax.train")
-
-TASKS = {"causal_lm": causal_lm, "mlm": mlm, "classify": classify, "regress": regress, "tag": tag, "qa": qa,
-         "image_classify": image_classify}
 
 
 @dataclass
@@ -54,38 +55,11 @@ def enable_compilation_cache(path: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def abstract_model(cfg: ml_collections.ConfigDict, task) -> tuple[Any, dict, dict]:
-    """(graphdef, params as a pure dict of ShapeDtypeStructs, their logical specs), no allocation."""
-    model = nnx.eval_shape(lambda: task.build_model(cfg, nnx.Rngs(0)))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    if jax.tree.leaves(rest):
-        raise TypeError(f"the model holds non-Param state the trainer would drop: {rest}")
-    return graphdef, nnx.to_pure_dict(params), sharding.param_specs(model)
-
-
-def load_trained(workdir: str | Path, which: str = "latest", dtype: str | None = None):
-    """(model, config, step) from a workdir's newest `latest` or `best` checkpoint, whatever its
-    task (inference, and `init_from` a workdir)."""
-    directory = Path(workdir) / ("best" if which == "best" else "checkpoints")
-    meta = checkpoint.read_meta(directory)
-    if meta is None:
-        raise FileNotFoundError(f"no checkpoint under {directory}; train first: "
-                                f"python -m bigmodel_jax.train --config ... --workdir {workdir}")
-    cfg = ml_collections.ConfigDict(json.loads(meta["config"]))
-    if cfg.task not in TASKS:
-        raise ValueError(f"{directory}: unknown task {cfg.task!r} in its checkpoint; valid: {sorted(TASKS)}")
-    if dtype:
-        cfg.model.dtype = dtype
-    graphdef, abstract_params, _ = abstract_model(cfg, TASKS[cfg.task])
-    step, params, _, _ = checkpoint.restore(directory, abstract_params)
-    return nnx.merge(graphdef, params), cfg, step
-
-
 def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
     """Abstract model -> shardings from the logical rules -> params and optimizer state created
     directly in their shards (no full copy on one device). Returns
     (graphdef, params, opt_state, param_sh, opt_sh, tx, schedule)."""
-    graphdef, abstract_params, specs = abstract_model(cfg, task)
+    graphdef, abstract_params, specs = tasks.abstract_model(cfg)
     param_sh = sharding.shardings_for(abstract_params, specs, mesh)
 
     def init_params(key):
@@ -151,29 +125,29 @@ def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
 
 
 def make_eval_step(graphdef, task, param_sh, mesh):
+    """The compiled (params, batch) -> each example's outputs (task.eval_fn, plus the batch's
+    "weight" and "index" when it has them), gathered on every process."""
     def eval_fn(params, batch):
-        _, metrics = task.loss_fn(nnx.merge(graphdef, params), batch, None)
-        return metrics
+        outputs = task.eval_fn(nnx.merge(graphdef, params), batch)
+        return dict(outputs, **{k: batch[k] for k in ("weight", "index") if k in batch})
 
     return sharding.under_mesh(jax.jit(eval_fn, in_shardings=(param_sh, sharding.batch_sharding(mesh)),
                                        out_shardings=sharding.replicated(mesh)), mesh)
 
 
-def evaluate(eval_step, params, batches, mesh, perplexity: bool = False) -> dict[str, float]:
-    """Metrics over all batches, each batch weighted by its "weight" metric when the task gives
-    one (real examples or tokens in it), else equally."""
-    totals: dict[str, float] = {}
-    total_weight = 0.0
-    for b in batches:
-        m = {k: float(v) for k, v in jax.device_get(eval_step(params, sharding.put_batch(b, mesh))).items()}
-        w = m.pop("weight", 1.0)
-        total_weight += w
-        for k, v in m.items():
-            totals[k] = totals.get(k, 0.0) + w * v
-    out = {k: v / max(total_weight, 1e-9) for k, v in totals.items()}
-    if perplexity:  # the loss is a per-token negative log-likelihood (language models)
-        out["perplexity"] = math.exp(min(out["loss"], 50.0))
-    return out
+def evaluate(eval_step, params, eval_set: EvalSet, mesh, task) -> dict[str, float]:
+    """The split's metrics from every real example's outputs (padding rows dropped, the split's
+    order restored), computed by the task over the whole split: a ratio from corpus counts, never
+    a mean of per-batch values."""
+    parts = [jax.device_get(eval_step(params, sharding.put_batch(b, mesh))) for b in eval_set.batches]
+    outputs = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    if "weight" in outputs:
+        real = outputs.pop("weight") > 0
+        outputs = {k: v[real] for k, v in outputs.items()}
+    if "index" in outputs:
+        order = np.argsort(outputs.pop("index"), kind="stable")
+        outputs = {k: v[order] for k, v in outputs.items()}
+    return task.corpus_metrics(outputs, eval_set.reference)
 
 
 def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
@@ -187,61 +161,10 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if k not in free and saved.get(k) != v}
     if diff:
         key = sorted(diff)[0]
-        raise config_lib.ConfigError(
+        raise ConfigError(
             f"model.{key}", diff[key][1],
             f"{workdir} holds checkpoints of a different model (saved vs now: {diff}); "
             "use a new --workdir or the saved model settings")
-
-
-def _path_key(path) -> str:
-    """'bert/blocks/0/attn/query/kernel' for a pytree path: how init_from matches parameters."""
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
-
-def _flat(tree: Any) -> dict[str, Any]:
-    return {_path_key(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def source_params(init_from: str) -> dict[str, Any]:
-    """Params to start from, flat {path: array}: a Hugging Face BERT or ViT directory (config.json +
-    model.safetensors; "minilm" = the packaged one) or a workdir of ours (its newest checkpoint,
-    whatever its task)."""
-    path = pretrained.resolve(init_from)
-    if (path / "config.json").is_file():
-        from bigmodel_jax import hf
-        return _flat(hf.params_from_dir(path)[1])
-    try:
-        model, _, _ = load_trained(path)
-    except FileNotFoundError:
-        raise config_lib.ConfigError("init_from", init_from, "a workdir with checkpoints/ inside, or a Hugging Face "
-                                     "directory with config.json + model.safetensors") from None
-    return _flat(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-
-
-def transfer_params(params: Any, param_sh: Any, source: dict[str, Any], init_from: str) -> Any:
-    """Every parameter whose path and shape the source has is taken from it; the rest (a new
-    finetuning head) keep their fresh init. Both sides are logged; a shape clash is an error."""
-    flat_sh = _flat(param_sh)
-    taken, new = [], []
-
-    def pick(path, leaf):
-        key = _path_key(path)
-        if key not in source:
-            new.append(key)
-            return leaf
-        if tuple(source[key].shape) != tuple(leaf.shape):
-            raise config_lib.ConfigError("init_from", init_from, f"its tensor {key} has shape {source[key].shape}, "
-                                         f"the model's is {leaf.shape}; the model section must match the source")
-        taken.append(key)
-        return jax.device_put(jnp.asarray(source[key], leaf.dtype), flat_sh[key])
-
-    params = jax.tree_util.tree_map_with_path(pick, params)
-    if not taken:
-        raise config_lib.ConfigError("init_from", init_from, "shares no parameter with this model")
-    unused = sorted(set(source) - set(taken))
-    log.info("initialized %d tensors from %s; new (fresh init): %s; not used: %s", len(taken), init_from,
-             new or "none", unused or "none")
-    return params
 
 
 def make_data(cfg: ml_collections.ConfigDict, task, workdir: Path):
@@ -257,15 +180,19 @@ def make_data(cfg: ml_collections.ConfigDict, task, workdir: Path):
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | None = None,
-          devices: list | None = None, stop_after: int | None = None) -> TrainResult:
+          devices: list | None = None, stop_after: int | None = None,
+          user_set: Collection[str] = ()) -> TrainResult:
     """Trains (or resumes) in workdir. devices: a subset of jax.devices() (tests), default all.
-    stop_after: leave the loop after that step as if killed (the schedule still spans num_steps)."""
+    stop_after: leave the loop after that step as if killed (the schedule still spans num_steps).
+    user_set: the config keys set on the command line; with init_from, one that disagrees with
+    the source's architecture is an error (the others are replaced by the source's, and logged)."""
     workdir = Path(workdir)
     num_devices = len(devices) if devices is not None else jax.device_count()
+    cfg = transfer.apply_source_architecture(cfg, user_set)
     config_lib.validate(cfg, num_devices, jax.process_count())  # before anything compiles
     enable_compilation_cache(cfg.compilation_cache_dir)
-    task = TASKS[cfg.task]
-    mesh = sharding.make_mesh(config_lib.mesh_shape(cfg, num_devices), devices)
+    task = tasks.get(cfg.task)
+    mesh = sharding.make_mesh(sharding.mesh_shape(cfg, num_devices), devices)
     log.info("%s mode, mesh %s over %d devices (%s), %d process(es)", cfg.parallel.mode, dict(mesh.shape),
              num_devices, jax.devices()[0].device_kind, jax.process_count())
     is_main = jax.process_index() == 0
@@ -279,7 +206,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     train_step = make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)
     eval_step = make_eval_step(graphdef, task, param_sh, mesh)
 
-    lm_task = cfg.task in ("causal_lm", "mlm")
     data_iter = iter(data.train)
     result = TrainResult(step=0, metric=cfg.train.eval_metric)
     higher_is_better = config_lib.EVAL_METRICS[result.metric]
@@ -295,13 +221,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         evals_since_best = meta.get("evals_since_best", 0)
         log.info("resumed from %s at step %d", workdir / "checkpoints" / str(result.step), result.step)
     elif cfg.init_from:
-        source = source_params(cfg.init_from)
-        if hasattr(task, "adapt_source"):  # e.g. ViT at another image size: resampled position embeddings
-            source = task.adapt_source(source, {k: v.shape for k, v in _flat(params).items()}, cfg)
-        params = transfer_params(params, param_sh, source, cfg.init_from)
-    log.info("model: %s params; train %s, validation %s", f"{n_params:,}", data.train_size, data.val_size)
+        source = task.adapt_source(transfer.source_params(cfg.init_from),
+                                   {k: v.shape for k, v in transfer.flat_params(params).items()}, cfg)
+        params = transfer.transfer_params(params, param_sh, source, cfg.init_from)
+    log.info("model: %s params; train %s, validation %s", f"{n_params:,}", data.train_size, data.validation.size)
 
-    seq_len = task.seq_len(cfg) if hasattr(task, "seq_len") else cfg.data.seq_len  # ViT: patches (+ [CLS])
+    seq_len = task.tokens_per_example(cfg)
     tokens_per_step = cfg.train.batch_size * seq_len
     flops_per_step = tokens_per_step * metrics_lib.flops_per_token(
         cfg.model.num_layers, cfg.model.width, seq_len, task.matmul_params(cfg))
@@ -315,7 +240,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
 
     def run_eval(step: int) -> None:
         nonlocal evals_since_best
-        ev = evaluate(eval_step, params, data.eval_batches, mesh, lm_task)
+        ev = evaluate(eval_step, params, data.validation, mesh, task)
         result.val_losses[step], result.val_metrics[step] = ev["loss"], ev
         writer.write(step, "validation", ev)
         value, best = ev[result.metric], result.best_metric
@@ -377,8 +302,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
             params = checkpoint.restore(workdir / "best", checkpoint.abstract_like(params, param_sh))[1]
             log.info("restored the best params (step %d, validation %s %.4f)", result.best_step, result.metric,
                      result.best_metric)
-        if finished and data.test_batches:
-            result.test_metrics = evaluate(eval_step, params, data.test_batches, mesh, lm_task)
+        if finished and data.test is not None:
+            result.test_metrics = evaluate(eval_step, params, data.test, mesh, task)
             writer.write(step, "test", result.test_metrics)
             log.info("test split (%s params): %s", f"best, step {result.best_step}" if cfg.train.restore_best
                      else "final", "  ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items()))
@@ -398,7 +323,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        force=True)
     for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m bigmodel_jax.train")
@@ -407,18 +333,19 @@ def main(argv: list[str] | None = None) -> int:
     distributed.add_flags(parser)
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\n\nEvery config field is an override: --config.train.num_steps=100, "
-              "--config.model.num_layers=6, ... (see the config file).\n")
+        print(__doc__.strip() + "\n\nEvery config field is an override (ml_collections.config_flags): "
+              "--config.train.num_steps=100, --config.model.num_layers=6, ... (see the config file).\n")
         parser.print_help()
         return 0
     try:
-        cfg, rest = config_lib.parse_config_args(argv)
-        args = parser.parse_args(rest)
+        parsed = config_lib.parse_config_args(argv)
+        args = parser.parse_args(parsed.rest)
         if (problem := distributed.check_flags(args)) is not None:
             parser.error(problem)
         distributed.initialize(args)  # before anything else touches the devices
-        result = train(cfg, args.workdir, progress=False if args.no_progress else None)
-    except config_lib.ConfigError as e:
+        result = train(parsed.config, args.workdir, progress=False if args.no_progress else None,
+                       user_set=set(parsed.overrides))
+    except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     if jax.process_index() == 0:

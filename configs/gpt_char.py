@@ -3,8 +3,9 @@
     python -m bigmodel_jax.train --config configs/gpt_char.py --workdir runs/gpt_char
     python -m bigmodel_jax.sample --workdir runs/gpt_char --prompt "ROMEO:"
 
-Expected (2-core CPU, about 5 min): validation loss 1.62 (measured 1.6226 at step 5000, 14-17k
-tokens/s, 4 min 52 s; 2026-11-29). The same model in f32 reaches 1.705 at step 3500 in that time.
+Expected: validation loss 1.62 (measured 1.6226 at step 5000, 14-17k tokens/s, 4 min 52 s on a
+quiet 2-core CPU; 2026-11-29). From a fresh clone on a busy 2-core machine the same run logged
+6-7k tokens/s and took 12 min. The same model in f32 reaches 1.705 at step 3500 in 5 min.
 
 Variant `baby` is nanoGPT's CPU "baby GPT" (4 layers, 4 heads, width 128, block 64, batch 12,
 2000 iterations, dropout 0, lr 1e-3 -> 1e-4), for the side-by-side with nanoGPT's 1.88:

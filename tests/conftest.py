@@ -38,3 +38,21 @@ def tiny_config(tfds_dir, **overrides):
     }
     base.update(overrides)
     return apply_overrides(cfg, [f"{k}={v}" for k, v in base.items()])
+
+
+def evaluate_checkpoint(workdir, which: str = "best", split: str = "test") -> tuple[int, dict]:
+    """(step, metrics) of a workdir's `best` or `latest` checkpoint on a split, evaluated afresh
+    outside the trainer: what a restore-best test compares the run's reported metrics with."""
+    import jax
+    from flax import nnx
+
+    from bigmodel_jax import sharding, tasks, train, transfer
+
+    model, cfg, step = transfer.load_trained(workdir, which)
+    task = tasks.get(cfg.task)
+    data = task.make_data(cfg, workdir)
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    graphdef, state = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(state)
+    eval_step = train.make_eval_step(graphdef, task, jax.tree.map(lambda _: sharding.replicated(mesh), params), mesh)
+    return step, train.evaluate(eval_step, params, getattr(data, split), mesh, task)

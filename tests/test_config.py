@@ -1,28 +1,56 @@
-"""Each bad config value fails before anything compiles, with a message naming the key."""
+"""Config files and overrides through ml_collections.config_flags; each bad config value fails
+before anything compiles, with a message naming the key."""
 
 import pytest
 
-from bigmodel_jax.config import ConfigError, parse_config_args, validate
+from bigmodel_jax.config import apply_overrides, parse_config_args, validate
+from bigmodel_jax.errors import ConfigError
 from tests.conftest import ROOT
 
 CONFIG = str(ROOT / "configs" / "gpt_char.py")
 
 
 def parse(*overrides):
-    return parse_config_args(["--config", CONFIG, *overrides])[0]
+    return parse_config_args(["--config", CONFIG, *overrides]).config
 
 
 def test_config_files_load_and_validate():
     for spec in (CONFIG, CONFIG + ":baby", str(ROOT / "configs" / "gpt_bpe.py")):
-        cfg, rest = parse_config_args(["--config", spec, "--workdir", "x"])
-        assert rest == ["--workdir", "x"]
+        cfg, rest, overrides = parse_config_args(["--config", spec, "--workdir", "x"])
+        assert rest == ["--workdir", "x"] and overrides == {}
         validate(cfg, num_devices=1)
+    assert parse_config_args([f"--config={CONFIG}:baby"]).config.train.num_steps == 2000  # the variant
 
 
 def test_overrides_parse_by_type():
-    cfg = parse("--config.train.num_steps=7", "--config.optim.lr=0.5", "--config.model.dtype=float32",
-                "--config.model.use_bias=false", "--config.seed", "3")
-    assert (cfg.train.num_steps, cfg.optim.lr, cfg.model.dtype, cfg.model.use_bias, cfg.seed) == (7, 0.5, "float32", False, 3)
+    parsed = parse_config_args(["--config", CONFIG, "--config.train.num_steps=7", "--config.optim.lr=1",
+                                "--config.model.dtype=float32", "--config.model.use_bias=false", "--config.seed", "3"])
+    cfg = parsed.config
+    assert (cfg.train.num_steps, cfg.optim.lr, cfg.model.dtype, cfg.model.use_bias, cfg.seed) == (
+        7, 1.0, "float32", False, 3)
+    assert isinstance(cfg.optim.lr, float)  # "1" for a float field is the float 1.0
+    assert parsed.overrides == {"train.num_steps": 7, "optim.lr": 1.0, "model.dtype": "float32",
+                                "model.use_bias": False, "seed": 3}  # what init_from checks against its source
+    cfg.model.extra = 1  # the parsed config is unlocked: the trainer adds what the data decides
+
+
+def test_flagfile_holds_the_config_and_its_overrides(tmp_path):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text(f"--config={CONFIG}\n--config.model.num_layers=3\n--workdir=runs/from_flagfile\n")
+    cfg, rest, overrides = parse_config_args([f"--flagfile={flagfile}", "--config.optim.lr=0.002"])
+    assert (cfg.model.num_layers, cfg.optim.lr) == (3, 0.002)
+    assert rest == ["--workdir=runs/from_flagfile"] and set(overrides) == {"model.num_layers", "optim.lr"}
+
+
+def test_programmatic_overrides_use_the_same_parser():
+    base = parse()
+    cfg = apply_overrides(base, ["model.num_layers=2", "train.restore_best=true"])
+    assert (cfg.model.num_layers, cfg.train.restore_best) == (2, True)
+    assert base.model.num_layers == 4  # a copy: the base is untouched
+    with pytest.raises(ConfigError, match=r"model.num_layerz.*unknown key.*model.num_layers"):
+        apply_overrides(base, ["model.num_layerz=2"])
+    with pytest.raises(ConfigError, match=r"model.num_layers.*'two'.*expected a int"):
+        apply_overrides(base, ["model.num_layers=two"])
 
 
 def test_unknown_key():
@@ -70,9 +98,13 @@ def test_bad_choice_lists_valid_values():
         validate(parse("--config.model.norm=batchnorm"), num_devices=1)
 
 
-def test_missing_config_file():
+def test_missing_config_file_unknown_variant_and_no_config():
     with pytest.raises(ConfigError, match="no config file at"):
         parse_config_args(["--config", "configs/nope.py"])
+    with pytest.raises(ConfigError, match=r"--config.*:tiny.*unknown variant 'tiny'.*'baby'"):
+        parse_config_args([f"--config={CONFIG}:tiny"])
+    with pytest.raises(ConfigError, match=r"pass --config configs/"):
+        parse_config_args(["--workdir", "x", "--config.model.num_layers=3"])
 
 
 def test_train_cli_reports_config_error_before_compiling(tmp_path, capsys, tfds_dir):
@@ -85,7 +117,7 @@ def test_train_cli_reports_config_error_before_compiling(tmp_path, capsys, tfds_
 
 
 def bert_parse(file, *overrides):
-    return parse_config_args(["--config", str(ROOT / "configs" / file), *overrides])[0]
+    return parse_config_args(["--config", str(ROOT / "configs" / file), *overrides]).config
 
 
 def test_bert_config_files_load_and_validate():
@@ -109,5 +141,6 @@ def test_bert_config_errors_name_the_key():
         validate(bert_parse("bert_tag.py", "--config.data.dataset=conll"), num_devices=1)
     with pytest.raises(ConfigError, match=r"data.tokenizer_dir.*vocab.txt"):
         validate(bert_parse("bert_cls.py", "--config.data.tokenizer_dir=/no/such/dir"), num_devices=1)
-    with pytest.raises(ConfigError, match=r"train.eval_metric.*'mse'.*\['loss', 'accuracy'\] for task classify"):
+    with pytest.raises(ConfigError,
+                       match=r"train.eval_metric.*'mse'.*\['loss', 'accuracy', 'macro_f1'\] for task classify"):
         validate(bert_parse("bert_cls.py", "--config.train.eval_metric=mse"), num_devices=1)

@@ -106,11 +106,22 @@ def test_pipeline_iterator_state_resumes():
     np.testing.assert_array_equal(next(it2)["inputs"], expected)
 
 
-def test_eval_batches_fixed():
-    tokens = np.arange(2000, dtype=np.int32)
-    a = pipeline.eval_batches(tokens, 8, 4, 3)
-    assert len(a) == 3 and a[0]["inputs"][0, 0] == 0
-    np.testing.assert_array_equal(a[1]["inputs"], pipeline.eval_batches(tokens, 8, 4, 3)[1]["inputs"])
+def test_eval_batches_are_consecutive_non_overlapping_windows_split_by_process():
+    """Validation window k of batch b is tokens[(4b + k) * 8 : ... + 9] (inputs and the targets
+    shifted by one), from the start of the stream, the same at every evaluation; with 2
+    processes each takes its half of every global batch."""
+    tokens = np.arange(2000, dtype=np.int32) * 7 % 1999  # not the identity, so offsets matter
+    batches = pipeline.eval_batches(tokens, 8, 4, 3)
+    assert len(batches) == 3
+    for b, batch in enumerate(batches):
+        for k in range(4):
+            start = (4 * b + k) * 8
+            np.testing.assert_array_equal(batch["inputs"][k], tokens[start:start + 8])
+            np.testing.assert_array_equal(batch["targets"][k], tokens[start + 1:start + 9])
+    halves = [pipeline.eval_batches(tokens, 8, 4, 3, process_index=p, process_count=2) for p in range(2)]
+    for b, (h0, h1) in enumerate(zip(*halves)):
+        np.testing.assert_array_equal(np.concatenate([h0["inputs"], h1["inputs"]]), batches[b]["inputs"])
+    assert len(pipeline.eval_batches(tokens, 8, 4, 1000)) == ((2000 - 1) // 8 - 1) // 4  # capped by the stream
 
 
 def test_corrupt_prepared_dataset_names_its_folder(tmp_path, tfds_dir):

@@ -106,12 +106,35 @@ def test_bucketed_shapes_do_not_recompile():
     assert [gen.bucket(n, 256) for n in (1, 16, 17, 100, 300)] == [16, 16, 32, 128, 256]
 
 
+def windowed_greedy(model, prompt, n, first_room):
+    """The documented rule past the context, by full recomputation: a row grows until its cache
+    is full (first_room real slots the first time, the left padding taking the rest; max_len after
+    that), then continues from its last max_len // 2 tokens, positions counted from 0 again."""
+    max_len = model.cfg.max_len
+    forward = jax.jit(lambda x: model(x)[0][0])  # one max_len buffer: causality hides the unwritten tail
+    context = list(prompt)[-(max_len // 2):] if len(prompt) >= max_len else list(prompt)
+    room, out = first_room, []
+    while len(out) < n:
+        buffer = np.zeros((1, max_len), np.int32)
+        buffer[0, :len(context)] = context
+        out.append(int(jnp.argmax(forward(jnp.asarray(buffer))[len(context) - 1])))
+        context.append(out[-1])
+        if len(context) == room:
+            context, room = context[-(max_len // 2):], max_len
+    return out
+
+
 def test_generation_past_the_context_window():
+    """Greedy generation of 40 tokens with a 16-token context, in a left-padded batch, equals the
+    window rule computed without a cache; so does a prompt longer than the context."""
     model = GPT(gpt_cfg(max_len=16), rngs=nnx.Rngs(0))
-    out = generate(model, [[0, 1, 2], [5]], 40, sampling=Sampling(temperature=0.9, top_k=10))
-    assert [len(r) for r in out] == [40, 40] and max(max(r) for r in out) < 50
-    # a prompt longer than the context keeps its last max_len // 2 tokens
-    assert len(generate(model, [list(range(30))], 5, sampling=Sampling(greedy=True))[0]) == 5
+    prompts = [[0, 1, 2], [5]]  # row 1 is left-padded by 2 slots of the 16-slot cache
+    out = generate(model, prompts, 40, sampling=Sampling(greedy=True))
+    assert out == [windowed_greedy(model, prompts[0], 40, 16), windowed_greedy(model, prompts[1], 40, 14)]
+    long = list(range(30))  # longer than the context: it keeps its last max_len // 2 tokens
+    assert generate(model, [long], 20, sampling=Sampling(greedy=True))[0] == windowed_greedy(model, long, 20, 16)
+    sampled = generate(model, prompts, 40, sampling=Sampling(temperature=0.9, top_k=10))
+    assert [len(r) for r in sampled] == [40, 40] and max(max(r) for r in sampled) < 50
 
 
 def test_processors_match_transformers():

@@ -1,4 +1,4 @@
-"""Finetuning heads' losses and metrics on tiny batches with known answers; MLM masking
+"""Finetuning heads' losses and span decoding on tiny batches with known answers; MLM masking
 statistics; BERT padding invariance; the example pipelines."""
 
 import math
@@ -12,7 +12,8 @@ from flax import nnx
 
 from bigmodel_jax.data import pipeline
 from bigmodel_jax.models.bert import Bert, BertMLM, count_params
-from bigmodel_jax.models.heads import classification_loss, regression_loss, span_loss, tagging_loss
+from bigmodel_jax.models.heads import (best_spans, classification_loss, regression_loss, span_loss, span_nll,
+                                       tagging_loss, tagging_nll)
 from bigmodel_jax.tasks.mlm import mask_tokens, num_predictions
 
 
@@ -23,7 +24,7 @@ def small_bert_cfg(**kw):
     return ml_collections.ConfigDict(base)
 
 
-def test_classification_loss_and_accuracy_known_answer():
+def test_classification_loss_known_answer_and_padding_weight():
     logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [9.0, 0.0, 0.0]])
     labels = jnp.array([0, 2, 1])
     weight = jnp.array([1.0, 1.0, 0.0])  # the third row is padding: ignored
@@ -31,40 +32,47 @@ def test_classification_loss_and_accuracy_known_answer():
     ce0 = -math.log(math.exp(2) / (math.exp(2) + 2))
     ce1 = -math.log(1 / (math.exp(3) + 2))
     assert float(loss) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
-    assert float(m["accuracy"]) == pytest.approx(0.5)
     assert float(m["weight"]) == 2.0
 
 
 def test_regression_loss_known_answer():
     loss, m = regression_loss(jnp.array([1.0, -1.0, 5.0]), jnp.array([0.0, 1.0, 0.0]), jnp.array([1.0, 1.0, 0.0]))
-    assert float(loss) == pytest.approx((1 + 4) / 2) and float(m["mae"]) == pytest.approx(1.5)
+    assert float(loss) == pytest.approx((1 + 4) / 2) and float(m["weight"]) == 2.0
 
 
-def test_tagging_loss_ignores_unlabelled_tokens_and_scores_f1():
+def test_tagging_loss_is_a_mean_over_labelled_tokens():
     # 1 row, 4 tokens: labels [-1 (special), 1 (B), 0 (O), 2 (I)]; predictions: B, B, O, O
     logits = jnp.full((1, 4, 3), -5.0).at[0, 0, 1].set(5).at[0, 1, 1].set(5).at[0, 2, 0].set(5).at[0, 3, 0].set(5)
     labels = jnp.array([[-1, 1, 0, 2]])
     loss, m = tagging_loss(logits, labels, jnp.ones(1))
     assert float(m["weight"]) == 3  # three labelled tokens
-    assert float(m["accuracy"]) == pytest.approx(2 / 3)
-    # entities (non-O) true: 2 tokens, predicted: 1 token (pos 1, correct): F1 = 2*1/(1+2)
-    assert float(m["f1"]) == pytest.approx(2 / 3)
+    ce_right = -jax.nn.log_softmax(jnp.array([5.0, -5.0, -5.0]))[0]
     ce_wrong = -jax.nn.log_softmax(jnp.array([5.0, -5.0, -5.0]))[2]
-    assert float(loss) == pytest.approx(float((2 * (-jax.nn.log_softmax(jnp.array([5.0, -5, -5]))[0]) + ce_wrong) / 3),
-                                        rel=1e-5)
+    assert float(loss) == pytest.approx(float((2 * ce_right + ce_wrong) / 3), rel=1e-5)
+    nll, count = tagging_nll(logits, labels)
+    assert float(count[0]) == 3 and float(nll[0]) == pytest.approx(float(2 * ce_right + ce_wrong), rel=1e-5)
 
 
-def test_span_loss_exact_match_f1_and_context_mask():
+def test_span_loss_and_best_span_respect_the_context_mask_and_the_length_limit():
     t = 6
-    logits = jnp.zeros((2, t, 2))
-    # row 0: predicts start 2, end 3 (true 2..3); row 1: predicts 1..1, true 1..2
+    logits = jnp.zeros((4, t, 2))
+    # row 0: best start 2, end 3; row 1: start 1, end 1 (a huge start score at 5, outside the context)
     logits = logits.at[0, 2, 0].set(10).at[0, 3, 1].set(10).at[1, 1, 0].set(10).at[1, 1, 1].set(10)
-    # a huge score outside the context (the question) must never be picked
     logits = logits.at[1, 5, 0].set(100)
-    context = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]], bool)
-    _, m = span_loss(logits, jnp.array([2, 1]), jnp.array([3, 2]), context, jnp.ones(2))
-    assert float(m["exact_match"]) == pytest.approx(0.5)
-    assert float(m["f1"]) == pytest.approx((1.0 + 2 * 1 / (1 + 2)) / 2)
+    # row 2: the best start (4) comes after the best end (1); the best span by start + end score is
+    # (1, 1) = 5 + 8, not "best start, then the best end after it" (4, 4) = 8 + 0
+    logits = logits.at[2, 4, 0].set(8).at[2, 1, 0].set(5).at[2, 1, 1].set(8).at[2, 2, 1].set(6)
+    # row 3: (1, 4) scores 20 but spans 4 tokens; with a limit of 3 the best is (1, 2) = 15
+    logits = logits.at[3, 1, 0].set(10).at[3, 4, 1].set(10).at[3, 2, 1].set(5)
+    context = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0], [1] * 6, [1] * 6], bool)
+    start, end = best_spans(logits, context, max_answer_len=30)
+    assert start.tolist() == [2, 1, 1, 1] and end.tolist() == [3, 1, 1, 4]
+    start, end = best_spans(logits, context, max_answer_len=3)
+    assert (int(start[3]), int(end[3])) == (1, 2)
+    loss, m = span_loss(logits[:2], jnp.array([2, 1]), jnp.array([3, 1]), context[:2], jnp.ones(2))
+    np.testing.assert_allclose(float(loss), float(span_nll(logits[:2], jnp.array([2, 1]), jnp.array([3, 1]),
+                                                           context[:2]).mean()), rtol=1e-6)
+    assert float(loss) < 1e-3  # both rows right with margin 10: near-zero cross-entropy
 
 
 def test_mlm_masking_statistics():
@@ -124,6 +132,7 @@ def test_example_eval_batches_cover_every_example_once_with_zero_weight_padding(
     assert len(batches) == 3
     seen = np.concatenate([b["x"][b["weight"] > 0] for b in batches])
     np.testing.assert_array_equal(seen, np.arange(10))
+    np.testing.assert_array_equal(np.concatenate([b["index"][b["weight"] > 0] for b in batches]), np.arange(10))
     assert batches[-1]["weight"].tolist() == [1, 1, 0, 0]
     # two processes together give the same global batches
     halves = [pipeline.example_eval_batches(arrays, 4, p, 2) for p in range(2)]

@@ -16,6 +16,7 @@ from flax import nnx  # noqa: E402
 from transformers import ViTConfig, ViTForImageClassification, ViTModel  # noqa: E402
 
 from bigmodel_jax import hf  # noqa: E402
+from bigmodel_jax.errors import WeightsError  # noqa: E402
 from bigmodel_jax.models.vit import ViT, resample_pos_embed  # noqa: E402
 
 SMALL = dict(image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -127,8 +128,17 @@ def test_bad_directories(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "bad" / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(ValueError, match="corrupt .*model.safetensors"):
+    with pytest.raises(WeightsError, match=r"bad/model.safetensors: not a readable safetensors file"):
         hf.load_vit_dir(tmp_path / "bad")
+    wider = dict(cfg, intermediate_size=cfg["intermediate_size"] * 2)  # config.json and tensors disagree
+    (tmp_path / "wider").mkdir()
+    (tmp_path / "wider" / "config.json").write_text(json.dumps(wider))
+    (tmp_path / "wider" / "model.safetensors").write_bytes((tmp_path / "ok" / "model.safetensors").read_bytes())
+    d, f = cfg["hidden_size"], cfg["intermediate_size"]
+    with pytest.raises(WeightsError, match=rf"wider/model.safetensors: tensor "
+                                           rf"'encoder.layer.0.intermediate.dense.weight'"
+                                           rf".*expected shape \({2 * f}, {d}\), found \({f}, {d}\)"):
+        hf.load_vit_dir(tmp_path / "wider")
     mean_cfg = hf.vit_config(cfg)
     mean_cfg.pool = "mean"
     with pytest.raises(ValueError, match="pool='cls'"):

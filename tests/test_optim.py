@@ -57,7 +57,8 @@ def test_clipping_bounds_the_update_norm():
 
 def test_gradient_accumulation_equals_full_batch():
     w = {"w": jax.random.normal(jax.random.PRNGKey(0), (5, 3))}
-    batch = {"x": jax.random.normal(jax.random.PRNGKey(1), (8, 5)), "y": jax.random.normal(jax.random.PRNGKey(2), (8, 3))}
+    batch = {"x": jax.random.normal(jax.random.PRNGKey(1), (8, 5)),
+             "y": jax.random.normal(jax.random.PRNGKey(2), (8, 3))}
 
     def loss_and_grad(p, b, rng):
         def f(p):

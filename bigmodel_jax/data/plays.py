@@ -19,6 +19,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigmodel_jax.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
@@ -173,8 +175,6 @@ def load_split_text(data_dir: str | Path, split: str, plays_dir: str | Path | No
 
 def check_plays_dir(plays_dir: str) -> None:
     """Config check (before anything compiles): the corpus folder exists and holds plays."""
-    from bigmodel_jax.config import ConfigError
-
     if plays_dir:
         folder = Path(plays_dir).expanduser()
         if not folder.is_dir() or not any(folder.glob("*/*.md")):

@@ -10,9 +10,10 @@ import ml_collections
 from flax import nnx
 
 from bigmodel_jax.sharding import constrain
-from bigmodel_jax.models.layers import Block, Embed, KVCache, Norm, gathered, init_kv_cache, matmul, param
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from bigmodel_jax.models.layers import DTYPES, Block, Embed, KVCache, Norm, gathered, init_kv_cache, matmul, param
+# The model values an init_from source fixes (the vocabulary comes with the run's tokenizer).
+ARCH_KEYS = ("num_layers", "width", "num_heads", "num_kv_heads", "mlp_dim", "max_len", "positions", "rope_theta",
+             "norm", "norm_eps", "activation", "use_bias", "tie_embeddings")
 
 
 class GPT(nnx.Module):
@@ -37,29 +38,31 @@ class GPT(nnx.Module):
         self.embed_dropout = nnx.Dropout(cfg.dropout)
 
     def __call__(self, tokens_bt: jax.Array, *, cache: list[KVCache] | None = None,
-                 cache_index: jax.Array | None = None, positions_bt: jax.Array | None = None,
+                 cache_index: jax.Array | int = 0, prefill: bool = False, positions_bt: jax.Array | None = None,
                  mask_bs: jax.Array | None = None, rngs: nnx.Rngs | None = None
                  ) -> tuple[jax.Array, list[KVCache] | None]:
         """Returns f32 logits [B, T, V] (and the updated cache when one is given).
 
         rngs=None means deterministic (no dropout). With a cache, the tokens fill cache slots
-        cache_index..cache_index+T-1. Batched generation of left-padded prompts passes each row's
-        own positions (positions_bt) and which key slots hold real tokens (mask_bs: [B, S], S the
-        cache length, or T without a cache); by default positions are the slot indices.
+        cache_index..cache_index+T-1 and attend over the whole cache; prefill=True fills a fresh
+        cache from slot 0 and attends over the new tokens only. Batched generation of left-padded
+        prompts passes each row's own positions (positions_bt) and which key slots hold real
+        tokens (mask_bs: [B, S], S the cache length, or T without a cache); by default positions
+        are the slot indices.
         """
-        x, cache = self.hidden(tokens_bt, cache=cache, cache_index=cache_index, positions_bt=positions_bt,
-                               mask_bs=mask_bs, rngs=rngs)
+        x, cache = self.hidden(tokens_bt, cache=cache, cache_index=cache_index, prefill=prefill,
+                               positions_bt=positions_bt, mask_bs=mask_bs, rngs=rngs)
         return self.logits(x), cache
 
     def hidden(self, tokens_bt: jax.Array, *, cache: list[KVCache] | None = None,
-               cache_index: jax.Array | None = None, positions_bt: jax.Array | None = None,
+               cache_index: jax.Array | int = 0, prefill: bool = False, positions_bt: jax.Array | None = None,
                mask_bs: jax.Array | None = None, rngs: nnx.Rngs | None = None
                ) -> tuple[jax.Array, list[KVCache] | None]:
         """The final-normed residual stream [B, T, D]; generation projects only its last position
         onto the vocabulary (a 512-token prompt's full logits would be 100 MB per row)."""
         b, t = tokens_bt.shape
         if positions_bt is None:
-            start = 0 if cache_index is None else cache_index
+            start = 0 if prefill else cache_index
             positions_bt = jnp.broadcast_to(start + jnp.arange(t), (b, t))
         mask_bts = None if mask_bs is None else mask_bs[:, None, :]
         x = self.token_embed(tokens_bt)
@@ -69,7 +72,7 @@ class GPT(nnx.Module):
         new_cache = [] if cache is not None else None
         for i, block in enumerate(self.blocks):
             x, layer_cache = block(x, positions_bt, mask_bts=mask_bts, cache=None if cache is None else cache[i],
-                                   cache_index=cache_index, rngs=rngs)
+                                   cache_index=cache_index, prefill=prefill, rngs=rngs)
             if cache is not None:
                 new_cache.append(layer_cache)
         return self.final_norm(x), new_cache

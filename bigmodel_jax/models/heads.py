@@ -1,4 +1,4 @@
-"""Finetuning heads on the BERT encoder, and the loss + metrics of each.
+"""Finetuning heads on the BERT encoder, and the training loss of each.
 
 One module covers the four kinds: a head on the pooled [CLS] output (sequence classification with
 cross-entropy, regression with MSE, as HF's BertForSequenceClassification) or on every token
@@ -6,9 +6,11 @@ cross-entropy, regression with MSE, as HF's BertForSequenceClassification) or on
 `.bert` in every BERT-family model, so `init_from` carries it over by parameter path and the head
 starts fresh.
 
-The losses take a per-example `weight_b` (0 for the padding rows that fill the last eval batch;
-None = all ones, as in training batches) and return (loss, metrics) with metrics as means over the
-real examples plus "weight".
+The losses take a per-example `weight_b` (0 for padding rows; None = all ones, as in training
+batches) and return (loss, {"loss", "weight"}), "weight" being what the mean is over (examples, or
+labelled tokens), so gradient accumulation weighs micro-batches exactly. Evaluation metrics over a
+whole split (accuracy, F1, exact match) are not here: they are computed from every example's
+outputs in `eval_metrics.py`.
 """
 
 from __future__ import annotations
@@ -49,55 +51,69 @@ def _weights(weight_b: jax.Array | None, batch: int) -> jax.Array:
 def classification_loss(logits_bc: jax.Array, labels_b: jax.Array,
                         weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
     weight_b = _weights(weight_b, labels_b.shape[0])
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits_bc, labels_b)
-    loss = _wmean(ce, weight_b)
-    acc = _wmean((logits_bc.argmax(-1) == labels_b).astype(jnp.float32), weight_b)
-    return loss, {"loss": loss, "accuracy": acc, "weight": weight_b.sum()}
+    loss = _wmean(optax.softmax_cross_entropy_with_integer_labels(logits_bc, labels_b), weight_b)
+    return loss, {"loss": loss, "weight": weight_b.sum()}
+
+
+def classifier_outputs(logits_bc: jax.Array, labels_b: jax.Array) -> dict[str, jax.Array]:
+    """Each example's cross-entropy, predicted class and label (an eval_fn's outputs)."""
+    return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits_bc, labels_b),
+            "pred": logits_bc.argmax(-1), "label": labels_b}
 
 
 def regression_loss(pred_b: jax.Array, target_b: jax.Array,
                     weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
     weight_b = _weights(weight_b, target_b.shape[0])
-    err = pred_b - target_b
-    mse = _wmean(jnp.square(err), weight_b)
-    return mse, {"loss": mse, "mse": mse, "mae": _wmean(jnp.abs(err), weight_b), "weight": weight_b.sum()}
+    mse = _wmean(jnp.square(pred_b - target_b), weight_b)
+    return mse, {"loss": mse, "weight": weight_b.sum()}
+
+
+def tagging_nll(logits_btc: jax.Array, labels_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(cross-entropy summed over each row's labelled tokens [B], their count [B]); labels_bt is
+    the tag of each word's first sub-token, -1 elsewhere (ignored)."""
+    labelled_bt = (labels_bt >= 0).astype(jnp.float32)
+    ce_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btc, jnp.maximum(labels_bt, 0))
+    return (ce_bt * labelled_bt).sum(-1), labelled_bt.sum(-1)
 
 
 def tagging_loss(logits_btc: jax.Array, labels_bt: jax.Array,
                  weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """labels_bt: the tag of each word's first sub-token, -1 elsewhere (ignored). Tag 0 is "O";
-    f1 is the micro F1 of the other tags over labelled tokens (token level)."""
-    w_bt = (labels_bt >= 0) * _weights(weight_b, labels_bt.shape[0])[:, None]
-    labels = jnp.maximum(labels_bt, 0)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits_btc, labels)
-    loss = _wmean(ce, w_bt)
-    pred = logits_btc.argmax(-1)
-    correct = (pred == labels) * w_bt
-    tp = (correct * (labels > 0)).sum()
-    pred_pos, true_pos = ((pred > 0) * w_bt).sum(), ((labels > 0) * w_bt).sum()
-    f1 = 2 * tp / jnp.maximum(pred_pos + true_pos, 1e-9)
-    return loss, {"loss": loss, "accuracy": correct.sum() / jnp.maximum(w_bt.sum(), 1e-9), "f1": f1,
-                  "weight": w_bt.sum()}
+    """Mean cross-entropy per labelled token; "weight" is the number of labelled tokens."""
+    nll_b, count_b = tagging_nll(logits_btc, labels_bt)
+    weight_b = _weights(weight_b, labels_bt.shape[0])
+    tokens = (count_b * weight_b).sum()
+    loss = (nll_b * weight_b).sum() / jnp.maximum(tokens, 1e-9)
+    return loss, {"loss": loss, "weight": tokens}
+
+
+def span_logits(logits_bt2: jax.Array, context_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Start and end scores [B, T], -inf (f32 min) where context_bt is False: an answer lies in the
+    context's tokens, or is [CLS] ("no answer in this window", as in BERT's SQuAD setup)."""
+    neg = jnp.finfo(jnp.float32).min
+    return (jnp.where(context_bt, logits_bt2[..., 0], neg), jnp.where(context_bt, logits_bt2[..., 1], neg))
+
+
+def span_nll(logits_bt2: jax.Array, start_b: jax.Array, end_b: jax.Array, context_bt: jax.Array) -> jax.Array:
+    """Per-example cross-entropy of the true start and of the true end, averaged [B]."""
+    start, end = span_logits(logits_bt2, context_bt)
+    return (optax.softmax_cross_entropy_with_integer_labels(start, start_b)
+            + optax.softmax_cross_entropy_with_integer_labels(end, end_b)) / 2
 
 
 def span_loss(logits_bt2: jax.Array, start_b: jax.Array, end_b: jax.Array, context_bt: jax.Array,
               weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """Extractive QA: cross-entropy of the start and of the end token over the positions where
-    context_bt is True (the context's tokens and [CLS], which stands for "no answer in this
-    window", as in BERT's SQuAD setup). exact_match: both ends right; f1: token overlap of the
-    predicted span (best start, then best end at or after it) with the true span."""
     weight_b = _weights(weight_b, start_b.shape[0])
-    neg = jnp.finfo(jnp.float32).min
-    start_logits = jnp.where(context_bt, logits_bt2[..., 0], neg)
-    end_logits = jnp.where(context_bt, logits_bt2[..., 1], neg)
-    ce = (optax.softmax_cross_entropy_with_integer_labels(start_logits, start_b)
-          + optax.softmax_cross_entropy_with_integer_labels(end_logits, end_b)) / 2
-    loss = _wmean(ce, weight_b)
-    ps = start_logits.argmax(-1)
-    t = logits_bt2.shape[1]
-    pe = jnp.where(jnp.arange(t)[None] >= ps[:, None], end_logits, neg).argmax(-1)
-    exact = ((ps == start_b) & (pe == end_b)).astype(jnp.float32)
-    overlap = jnp.maximum(jnp.minimum(pe, end_b) - jnp.maximum(ps, start_b) + 1, 0)
-    f1 = 2 * overlap / ((pe - ps + 1) + (end_b - start_b + 1))
-    return loss, {"loss": loss, "exact_match": _wmean(exact, weight_b), "f1": _wmean(f1, weight_b),
-                  "weight": weight_b.sum()}
+    loss = _wmean(span_nll(logits_bt2, start_b, end_b, context_bt), weight_b)
+    return loss, {"loss": loss, "weight": weight_b.sum()}
+
+
+def best_spans(logits_bt2: jax.Array, context_bt: jax.Array, max_answer_len: int) -> tuple[jax.Array, jax.Array]:
+    """The highest-scoring span per row: start <= end < start + max_answer_len, both allowed by
+    context_bt, scored start + end logit (BERT's SQuAD decoding). (0, 0) is [CLS]: no answer."""
+    start, end = span_logits(logits_bt2, context_bt)
+    t = start.shape[1]
+    gap_tt = jnp.arange(t)[None, :] - jnp.arange(t)[:, None]  # end index - start index
+    allowed_tt = (gap_tt >= 0) & (gap_tt < max_answer_len)
+    scores_btt = jnp.where(allowed_tt[None], start[:, :, None] + end[:, None, :], -jnp.inf)
+    best_b = scores_btt.reshape(scores_btt.shape[0], -1).argmax(-1)
+    return (best_b // t).astype(jnp.int32), (best_b % t).astype(jnp.int32)

@@ -2,7 +2,8 @@
 
 Every matmul goes through `matmul`, so the precision policy lives in one place: params are f32,
 operands are cast to the compute dtype inside the dot, accumulation is always f32, and a custom
-VJP keeps the backward pass in the compute dtype with layouts XLA runs fast (see DESIGN.md).
+VJP keeps the backward pass in the compute dtype with layouts XLA runs fast (docs/architecture.md
+says why, with the measured effect).
 Parameters carry *logical* axis names ("embed", "mlp", "heads", "vocab"); `sharding.py` maps them
 to mesh axes, so no model file names a mesh axis.
 """
@@ -21,6 +22,7 @@ from bigmodel_jax.sharding import constrain
 
 Array = jax.Array
 KVCache = dict[str, Array]  # {"k": [B, Hkv, S, D], "v": [B, Hkv, S, D]}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config.model.dtype -> the compute dtype
 
 
 def param(key: Array, shape: tuple[int, ...], axes: tuple[str | None, ...], std: float | None = 0.02) -> nnx.Param:
@@ -166,39 +168,53 @@ class Attention(nnx.Module):
         return constrain(x_bhtd, ("batch", "act_heads", None, None))
 
     def __call__(self, x_btd: Array, positions_bt: Array, *, mask_bts: Array | None = None,
-                 cache: KVCache | None = None, cache_index: Array | None = None,
+                 cache: KVCache | None = None, cache_index: Array | int = 0, prefill: bool = False,
                  rngs: nnx.Rngs | None = None) -> tuple[Array, KVCache | None]:
-        """mask_bts: True where a query may attend a key (padding masks); causality is added here.
+        """Self-attention of x [B, T, D]. mask_bts: True where a query may attend a key (padding
+        masks); causality is added here.
 
-        With a cache, x holds the tokens at positions cache_index..cache_index+T-1; their keys and
-        values are written into the cache and the queries attend over the whole cache.
+        With a cache, x holds the tokens of slots cache_index..cache_index+T-1: their keys and
+        values are written there, and the queries attend over the whole cache (unwritten slots
+        are hidden by causality). prefill=True fills a fresh cache from slot 0 and attends over
+        the T new keys only, not the empty rest of the cache.
         """
+        q, k, v = self._project_qkv(x_btd, positions_bt)
+        start = 0 if prefill else cache_index
+        if cache is not None:
+            cache = self._update_cache(cache, k, v, start)
+            if not prefill:
+                k, v = cache["k"].astype(self.dtype), cache["v"].astype(self.dtype)
+        y_btd = self._attend(q, k, v, start, mask_bts, rngs)
+        return self.out(y_btd), cache
+
+    def _project_qkv(self, x_btd: Array, positions_bt: Array) -> tuple[Array, Array, Array]:
+        """Queries [B, H, T, hd] and keys / values [B, Hkv, T, hd] in the compute dtype (RoPE in f32)."""
         q = self._heads(self.query(x_btd), self.num_heads)
         k = self._heads(self.key(x_btd), self.num_kv_heads)
         v = self._heads(self.value(x_btd), self.num_kv_heads)
         if self.use_rope:
             q, k = rope(q, positions_bt, self.rope_theta), rope(k, positions_bt, self.rope_theta)
-        q, k, v = q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype)
+        return q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype)
 
-        t = x_btd.shape[1]
-        if cache is not None:
-            k_all = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, cache_index, 0))
-            v_all = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, cache_index, 0))
-            cache = {"k": k_all, "v": v_all}
-            # A prefill (cache_index the literal 0) attends over its own T keys, not the empty cache.
-            if not (isinstance(cache_index, int) and cache_index == 0):
-                k, v = k_all.astype(self.dtype), v_all.astype(self.dtype)
+    @staticmethod
+    def _update_cache(cache: KVCache, k: Array, v: Array, start: Array | int) -> KVCache:
+        """The cache with k, v written into slots start..start+T-1 (in place when donated)."""
+        return {name: jax.lax.dynamic_update_slice(cache[name], x.astype(cache[name].dtype), (0, 0, start, 0))
+                for name, x in (("k", k), ("v", v))}
+
+    def _attend(self, q: Array, k: Array, v: Array, start: Array | int, mask_bts: Array | None,
+                rngs: nnx.Rngs | None) -> Array:
+        """softmax(q kᵀ / sqrt(hd)) v, the T queries sitting at slots start..start+T-1 of the S keys;
+        grouped-query heads share each K/V head without copying it. Returns [B, T, D]."""
+        b, _, t, _ = q.shape
         s = k.shape[2]
-        q_pos = jnp.arange(t) + (0 if cache_index is None else cache_index)
-        allowed = jnp.ones((t, s), bool)
+        allowed_ts = jnp.ones((t, s), bool)
         if self.causal:
-            allowed = q_pos[:, None] >= jnp.arange(s)[None, :]  # also hides unwritten cache slots
-        allowed = allowed[None, None]
+            allowed_ts = (jnp.arange(t) + start)[:, None] >= jnp.arange(s)[None, :]
+        allowed = allowed_ts[None, None]
         if mask_bts is not None:
             allowed = allowed & mask_bts[:, None, :, :s]  # a prefill's mask may span the whole cache
-
         groups = self.num_heads // self.num_kv_heads
-        b = q.shape[0]
         q = q.reshape(b, self.num_kv_heads, groups, t, self.head_dim) * (self.head_dim ** -0.5)
         scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
         scores = scores.reshape(b, self.num_heads, t, s)
@@ -208,8 +224,7 @@ class Attention(nnx.Module):
         probs = probs.astype(self.dtype).reshape(b, self.num_kv_heads, groups, t, s)
         y = jnp.einsum("bkgts,bksd->bkgtd", probs, v, preferred_element_type=jnp.float32)
         y = y.reshape(b, self.num_heads, t, self.head_dim).transpose(0, 2, 1, 3).reshape(b, t, -1)
-        y = constrain(y.astype(self.dtype), ("batch", None, "act_heads"))
-        return self.out(y), cache
+        return constrain(y.astype(self.dtype), ("batch", None, "act_heads"))
 
 
 def init_kv_cache(batch: int, num_layers: int, num_kv_heads: int, max_len: int, head_dim: int,
@@ -290,27 +305,27 @@ class Block(nnx.Module):
         self.dropout = nnx.Dropout(dropout)
 
     def __call__(self, x: Array, positions_bt: Array, *, mask_bts: Array | None = None,
-                 cache: KVCache | None = None, cache_index: Array | None = None,
+                 cache: KVCache | None = None, cache_index: Array | int = 0, prefill: bool = False,
                  rngs: nnx.Rngs | None = None) -> tuple[Array, KVCache | None]:
+        """cache, cache_index, prefill: as Attention's."""
         if REMAT[self.remat] is not None and cache is None:
             x = REMAT[self.remat](self, x, positions_bt, mask_bts, rngs)
         else:
             x, cache = self.forward(x, positions_bt, mask_bts=mask_bts, cache=cache, cache_index=cache_index,
-                                    rngs=rngs)
+                                    prefill=prefill, rngs=rngs)
         return constrain(x, ("batch", None, None)), cache
 
     def forward(self, x: Array, positions_bt: Array, *, mask_bts: Array | None = None,
-                cache: KVCache | None = None, cache_index: Array | None = None,
+                cache: KVCache | None = None, cache_index: Array | int = 0, prefill: bool = False,
                 rngs: nnx.Rngs | None = None) -> tuple[Array, KVCache | None]:
         det = rngs is None
+        attn_args = dict(mask_bts=mask_bts, cache=cache, cache_index=cache_index, prefill=prefill, rngs=rngs)
         if self.post_norm:
-            h, cache = self.attn(x, positions_bt, mask_bts=mask_bts, cache=cache, cache_index=cache_index,
-                                 rngs=rngs)
+            h, cache = self.attn(x, positions_bt, **attn_args)
             x = self.attn_norm(x + self.dropout(h, deterministic=det, rngs=rngs)).astype(self.dtype)
             h = self.mlp(x)
             return self.mlp_norm(x + self.dropout(h, deterministic=det, rngs=rngs)).astype(self.dtype), cache
-        h, cache = self.attn(self.attn_norm(x), positions_bt, mask_bts=mask_bts, cache=cache,
-                             cache_index=cache_index, rngs=rngs)
+        h, cache = self.attn(self.attn_norm(x), positions_bt, **attn_args)
         x = x + drop_path(self.dropout(h, deterministic=det, rngs=rngs), self.drop_path_rate, rngs).astype(x.dtype)
         h = self.mlp(self.mlp_norm(x))
         x = x + drop_path(self.dropout(h, deterministic=det, rngs=rngs), self.drop_path_rate, rngs).astype(x.dtype)

@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bigmodel_jax.models.layers import Block, Dense, Norm, gathered, param
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from bigmodel_jax.models.layers import DTYPES, Block, Dense, Norm, gathered, param
+# The model values an init_from source fixes. image_size and num_classes may differ: the position
+# embeddings are resampled to the new patch grid and a classifier of another size starts fresh.
+ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "patch_size", "num_channels", "pool", "activation",
+             "norm_eps")
 
 
 def patchify(images_bhwc: jax.Array, patch: int) -> jax.Array:

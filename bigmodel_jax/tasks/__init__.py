@@ -1,37 +1,34 @@
-"""Training objectives. A task module gives the trainer exactly these:
-
-    METRICS                                the evaluation metrics loss_fn reports (train.eval_metric picks one)
-    validate(cfg)                          task-specific config checks (raise ConfigError), before compiling
-    build_model(cfg, rngs) -> nnx.Module
-    loss_fn(model, batch, rngs) -> (loss, metrics)   rngs=None: evaluation (no dropout)
-    make_data(cfg, workdir, process_index, process_count) -> TaskData
-    matmul_params(cfg) -> int              parameters in matmuls per token (for FLOPs / MFU)
-
-and optionally:
-
-    seq_len(cfg) -> int                    tokens per example when it is not data.seq_len (ViT: patches + [CLS])
-    adapt_source(source, target_shapes, cfg) -> source   `init_from` params fitted to this model first
-                                           (ViT: position embeddings resampled to a new image size)
-
-Metrics are means over the batch; a metric dict may carry "weight" (the number of real examples
-or tokens it averages), which evaluation uses to weight batches (the padded last batch counts for
-what it holds). The trainer knows nothing else about a task.
-"""
+"""The task registry: config `task` name -> the module that implements it (the protocol every
+task module follows is in `tasks/protocol.py`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
-import numpy as np
+import ml_collections
+import jax
+from flax import nnx
+
+from bigmodel_jax import sharding
+from bigmodel_jax.errors import ConfigError
+from bigmodel_jax.tasks import causal_lm, classify, image_classify, mlm, qa, regress, tag
+
+TASKS: dict[str, ModuleType] = {"causal_lm": causal_lm, "mlm": mlm, "classify": classify, "regress": regress,
+                                "tag": tag, "qa": qa, "image_classify": image_classify}
 
 
-@dataclass
-class TaskData:
-    tokenizer: Any
-    train: Any  # grain.MapDataset of per-process batches (its iterator state goes in checkpoints)
-    eval_batches: list[dict[str, np.ndarray]]
-    train_size: str  # for the log: "4.5M tokens", "9,000 examples"
-    val_size: str
-    test_batches: list[dict[str, np.ndarray]] | None = None  # evaluated once, with the best params, at the end
-    model_overrides: dict = field(default_factory=dict)  # config.model values the data decides (vocab_size, ...)
+def get(name: str) -> ModuleType:
+    if name not in TASKS:
+        raise ConfigError("task", name, f"one of {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def abstract_model(cfg: ml_collections.ConfigDict) -> tuple[Any, dict, dict]:
+    """(graphdef, params as a pure dict of ShapeDtypeStructs, their logical specs) of the config's
+    model, without allocating it."""
+    model = nnx.eval_shape(lambda: get(cfg.task).build_model(cfg, nnx.Rngs(0)))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+        raise TypeError(f"the model holds non-Param state the trainer would drop: {rest}")
+    return graphdef, nnx.to_pure_dict(params), sharding.param_specs(model)

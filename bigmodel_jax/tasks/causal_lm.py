@@ -1,6 +1,6 @@
 """Causal language modelling: next-token cross-entropy on packed sequences of the plays.
 
-The task protocol is in tasks/__init__.py.
+The task protocol is in tasks/protocol.py.
 """
 
 from __future__ import annotations
@@ -10,19 +10,25 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax import eval_metrics
 from bigmodel_jax.data import pipeline, plays
 from bigmodel_jax.data.tokenizers import load_tokenizer, train_tokenizer
+from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.gpt import GPT, count_params
-from bigmodel_jax.tasks import TaskData
+from bigmodel_jax.tasks.protocol import EvalSet, TaskData, data_seq_len, keep_source
 
 log = logging.getLogger(__name__)
 
-METRICS = ("loss",)  # what loss_fn reports that train.eval_metric may pick
+FAMILY = "gpt"
+METRICS = ("loss", "perplexity")  # what corpus_metrics reports that train.eval_metric may pick
+tokens_per_example = data_seq_len
+adapt_source = keep_source
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -59,6 +65,16 @@ def loss_fn(model: GPT, batch: dict[str, jax.Array], rngs: nnx.Rngs | None) -> t
     return loss, {"loss": loss}
 
 
+def eval_fn(model: GPT, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    logits_btv, _ = model(batch["inputs"])
+    nll_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv, batch["targets"])
+    return {"nll": nll_bt.sum(-1), "tokens": jnp.full(nll_bt.shape[:1], nll_bt.shape[1], jnp.float32)}
+
+
+def corpus_metrics(outputs: dict[str, np.ndarray], reference: None) -> dict[str, float]:
+    return eval_metrics.language_model(outputs["nll"], outputs["tokens"])
+
+
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
     """Text of both splits via the TFDS builder, the workdir's tokenizer (trained on the train
@@ -85,5 +101,6 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
                                    process_index, process_count)
     evals = pipeline.eval_batches(val_ids, d.seq_len, cfg.train.batch_size, cfg.train.eval_batches,
                                   process_index, process_count)
-    return TaskData(tokenizer, train, evals, f"{len(train_ids):,} tokens", f"{len(val_ids):,} tokens",
-                    model_overrides={"vocab_size": tokenizer.vocab_size})
+    val_tokens = len(evals) * cfg.train.batch_size * d.seq_len
+    return TaskData(tokenizer, train, EvalSet(evals, f"{val_tokens:,} of {len(val_ids):,} tokens"),
+                    f"{len(train_ids):,} tokens", model_overrides={"vocab_size": tokenizer.vocab_size})

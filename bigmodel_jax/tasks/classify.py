@@ -13,38 +13,41 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from bigmodel_jax import eval_metrics
 from bigmodel_jax.data import labeled, plays_tasks
-from bigmodel_jax.models.heads import EncoderWithHead, classification_loss
-from bigmodel_jax.tasks import TaskData, encoder
+from bigmodel_jax.models.heads import EncoderWithHead, classification_loss, classifier_outputs
+from bigmodel_jax.tasks import encoder
+from bigmodel_jax.tasks.encoder import FAMILY, adapt_source, matmul_params, tokens_per_example  # noqa: F401
+from bigmodel_jax.tasks.protocol import TaskData
 
 DATASETS = {
     "plays_genre": lambda d: plays_tasks.genre_classification(d.tfds_dir, d.plays_dir or None),
     "plays_play": lambda d: plays_tasks.play_classification(d.tfds_dir, d.plays_dir or None),
     "polarity": lambda d: labeled.polarity(d.path or None),
 }
-matmul_params = encoder.matmul_params
-
-METRICS = ("loss", "accuracy")  # what loss_fn reports that train.eval_metric may pick
+METRICS = ("loss", "accuracy", "macro_f1")  # what corpus_metrics reports that train.eval_metric may pick
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     encoder.validate(cfg, DATASETS)
 
 
-def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:
-    return EncoderWithHead(cfg.model, per_token=False, rngs=rngs)
+build_model = encoder.build_pooled_model
+corpus_metrics = eval_metrics.classifier
 
 
 def loss_fn(model: EncoderWithHead, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
-    logits_bc = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
-    return classification_loss(logits_bc, batch["label"], batch.get("weight"))
+    return classification_loss(encoder.forward(model, batch, rngs), batch["label"])
+
+
+def eval_fn(model: EncoderWithHead, batch: dict) -> dict[str, jax.Array]:
+    return classifier_outputs(encoder.forward(model, batch), batch["label"])
 
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
     splits = encoder.load_splits(cfg, DATASETS)
-    tok, overrides = encoder.tokenizer_and_architecture(cfg, Path(workdir), process_index,
-                                                        lambda: [text for text, _ in splits.train])
+    tok, overrides = encoder.tokenizer(cfg, Path(workdir), process_index, lambda: [text for text, _ in splits.train])
     overrides["num_outputs"] = len(splits.label_names)
     arrays = encoder.text_target_arrays(tok, splits, cfg.data.seq_len, "label", np.int32)
     return encoder.example_data(cfg, tok, overrides, arrays, process_index, process_count)

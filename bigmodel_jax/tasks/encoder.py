@@ -1,13 +1,12 @@
-"""What every BERT-family task shares: config checks, the tokenizer and architecture a run uses,
-and turning encoded example arrays into train / eval / test batches.
+"""What every BERT-family task shares: config checks, the tokenizer a run uses, and turning
+encoded example arrays into train / eval / test batches.
 
 Where the tokenizer comes from, in order: the workdir's own `tokenizer/` (a resumed run), then
 `data.tokenizer_dir`, then the `init_from` source (a Hugging Face directory, a workdir of ours, or
-"minilm" for the packaged all-MiniLM-L6-v2),
-else a WordPiece vocabulary trained on the task's training text. It is saved in
-`<workdir>/tokenizer/` so `embed` and later finetuning use the same one. With `init_from`, the
-architecture (layers, width, heads, ...) is the source's, whatever the config says: a finetuned
-model can only have the shape of what it starts from.
+"minilm" for the packaged all-MiniLM-L6-v2), else a WordPiece vocabulary trained on the task's
+training text. It is saved in `<workdir>/tokenizer/` so `embed` and later finetuning use the same
+one. With `init_from`, the architecture is the source's (the trainer reconciles it with the config
+before this runs: `transfer.py`).
 """
 
 from __future__ import annotations
@@ -16,19 +15,25 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
+import jax
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from bigmodel_jax import pretrained
-from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import labeled, pipeline
 from bigmodel_jax.data.wordpiece import WordPieceTokenizer
+from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.bert import count_params
-from bigmodel_jax.tasks import TaskData
+from bigmodel_jax.models.heads import EncoderWithHead
+from bigmodel_jax.tasks.protocol import EvalSet, TaskData, data_seq_len, keep_source
 
 log = logging.getLogger(__name__)
 
-ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "max_len", "type_vocab_size", "activation", "norm_eps")
+# protocol values every BERT-family task shares (each task imports them by name)
+FAMILY = "bert"
+tokens_per_example = data_seq_len
+adapt_source = keep_source
 
 
 def validate(cfg: ml_collections.ConfigDict, datasets: dict | None = None, file_formats: dict | None = None) -> None:
@@ -43,34 +48,30 @@ def validate(cfg: ml_collections.ConfigDict, datasets: dict | None = None, file_
     m = cfg.model
     if m.activation not in ("gelu", "gelu_tanh"):
         raise ConfigError("model.activation", m.activation, "one of ['gelu', 'gelu_tanh'] for BERT")
-    if cfg.data.seq_len > m.max_len and not cfg.init_from:
+    if cfg.data.seq_len > m.max_len:
         raise ConfigError("data.seq_len", cfg.data.seq_len, f"at most model.max_len={m.max_len}")
-    if cfg.init_from:
-        try:
-            src = pretrained.resolve(cfg.init_from)
-        except FileNotFoundError as e:
-            raise ConfigError("init_from", cfg.init_from, str(e)) from None
-        if not (src / "config.json").is_file() and not (src / "checkpoints").is_dir():
-            raise ConfigError("init_from", cfg.init_from, "a Hugging Face directory (config.json + model.safetensors) "
-                                                          f"or a workdir of ours with checkpoints/; {src} is neither")
     if cfg.data.tokenizer_dir and not Path(cfg.data.tokenizer_dir).expanduser().is_dir():
         raise ConfigError("data.tokenizer_dir", cfg.data.tokenizer_dir, "a folder with vocab.txt or tokenizer.json")
 
 
-def _bert_config(hf_cfg: dict) -> dict:
-    from bigmodel_jax import hf
-
-    return hf.bert_config(hf_cfg)
-
-
-def source_architecture(init_from: str) -> dict:
-    """The model section values that fix the shape of an `init_from` source."""
-    return pretrained.source_architecture(init_from, ARCH_KEYS, _bert_config, "BERT")
+def build_pooled_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:
+    """The encoder with a head on its pooled [CLS] output (classification, regression)."""
+    return EncoderWithHead(cfg.model, per_token=False, rngs=rngs)
 
 
-def tokenizer_and_architecture(cfg: ml_collections.ConfigDict, workdir: Path, process_index: int,
-                               train_texts: Callable[[], Iterable[str]]) -> tuple[WordPieceTokenizer, dict]:
-    """(tokenizer, model overrides): see the module docstring for the order."""
+def build_token_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:
+    """The encoder with a head on every token (tagging, QA spans)."""
+    return EncoderWithHead(cfg.model, per_token=True, rngs=rngs)
+
+
+def forward(model: EncoderWithHead, batch: dict, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """The head's f32 outputs for a batch of encoded texts (rngs=None: evaluation)."""
+    return model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
+
+
+def tokenizer(cfg: ml_collections.ConfigDict, workdir: Path, process_index: int,
+              train_texts: Callable[[], Iterable[str]]) -> tuple[WordPieceTokenizer, dict]:
+    """(tokenizer, model overrides: its vocab_size): see the module docstring for the order."""
     own = workdir / "tokenizer"
     src = pretrained.resolve(cfg.init_from) if cfg.init_from else None
     if own.is_dir():
@@ -84,32 +85,32 @@ def tokenizer_and_architecture(cfg: ml_collections.ConfigDict, workdir: Path, pr
         log.info("trained a WordPiece vocabulary of %d tokens", tok.vocab_size)
     if not own.is_dir() and process_index == 0:
         tok.save(own)
-    overrides = {"vocab_size": tok.vocab_size}
-    if src is not None:
-        overrides.update(pretrained.shape_from_source(cfg, ARCH_KEYS, _bert_config, "BERT"))
-    max_len = overrides.get("max_len", cfg.model.max_len)
-    if cfg.data.seq_len > max_len:
-        raise ConfigError("data.seq_len", cfg.data.seq_len, f"at most the model's max_len={max_len}")
-    return tok, overrides
+    return tok, {"vocab_size": tok.vocab_size}
 
 
 def example_data(cfg: ml_collections.ConfigDict, tok: WordPieceTokenizer | None, overrides: dict,
                  splits: dict[str, dict[str, np.ndarray]], process_index: int, process_count: int,
-                 transform=None) -> TaskData:
+                 transform=None, references: dict[str, list] | None = None) -> TaskData:
     """splits: {"train"|"validation"|"test": {name: array with one row per example}} -> TaskData.
     Validation is evaluated on at most train.eval_batches batches (a seeded sample: the records
     come grouped by play or label); test in full. transform(example, rng) runs on training
-    examples only (image augmentation)."""
+    examples only (image augmentation). references: {"validation"|"test": one entry per example}
+    for corpus_metrics (gold tags, answer texts), cut to the same sample."""
     b = cfg.train.batch_size
     n = {k: len(next(iter(v.values()))) for k, v in splits.items()}
+    references = references or {}
     train = pipeline.example_dataset(splits["train"], b, cfg.seed, process_index, process_count, transform)
     keep = seeded_subset(n["validation"], b * cfg.train.eval_batches, cfg.seed)
-    val = {k: v[keep] for k, v in splits["validation"].items()}
-    evals = pipeline.example_eval_batches(val, b, process_index, process_count)
-    test = (pipeline.example_eval_batches(splits["test"], b, process_index, process_count)
-            if "test" in splits else None)
-    return TaskData(tok, train, evals, f"{n['train']:,} examples", f"{len(keep):,} of {n['validation']:,} examples",
-                    test_batches=test, model_overrides=overrides)
+    val_ref = references.get("validation")
+    validation = EvalSet(
+        pipeline.example_eval_batches({k: v[keep] for k, v in splits["validation"].items()}, b, process_index,
+                                      process_count),
+        f"{len(keep):,} of {n['validation']:,} examples", None if val_ref is None else [val_ref[i] for i in keep])
+    test = None
+    if "test" in splits:
+        test = EvalSet(pipeline.example_eval_batches(splits["test"], b, process_index, process_count),
+                       f"{n['test']:,} examples", references.get("test"))
+    return TaskData(tok, train, validation, f"{n['train']:,} examples", test, model_overrides=overrides)
 
 
 def seeded_subset(n: int, k: int, seed: int) -> np.ndarray:

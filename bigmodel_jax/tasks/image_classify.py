@@ -23,21 +23,18 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax import pretrained
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax import eval_metrics
 from bigmodel_jax.data import augment, images
+from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models import vit
-from bigmodel_jax.models.heads import classification_loss
-from bigmodel_jax.tasks import TaskData
+from bigmodel_jax.models.heads import classification_loss, classifier_outputs
 from bigmodel_jax.tasks.encoder import example_data, seeded_subset
+from bigmodel_jax.tasks.protocol import TaskData
 
 log = logging.getLogger(__name__)
 
-METRICS = ("loss", "accuracy")
-# the model values an init_from source fixes (image_size and num_classes may change: resampled
-# position embeddings, a fresh head)
-ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "patch_size", "num_channels", "pool", "activation",
-             "norm_eps")
+FAMILY = "vit"
+METRICS = ("loss", "accuracy", "macro_f1")  # what corpus_metrics reports that train.eval_metric may pick
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -63,20 +60,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError("data.mixup_alpha", d.mixup_alpha, "0 (off) or the Beta(alpha, alpha) parameter > 0")
     if not 0.0 <= d.label_smoothing < 1.0:
         raise ConfigError("data.label_smoothing", d.label_smoothing, "a rate in [0, 1)")
-    if cfg.init_from:
-        source_architecture(cfg.init_from)  # raises ConfigError when it is not a ViT source
-
-
-def _vit_config(hf_cfg: dict) -> dict:
-    from bigmodel_jax import hf
-
-    return hf.vit_config(hf_cfg)
-
-
-def source_architecture(init_from: str) -> dict:
-    """The model values of an `init_from` source (an HF ViT directory or a workdir of ours) that
-    fix the shapes of everything but the position embeddings and the head."""
-    return pretrained.source_architecture(init_from, ARCH_KEYS, _vit_config, "ViT", tasks=("image_classify",))
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> vit.ViT:
@@ -85,11 +68,17 @@ def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> vit.ViT:
 
 def loss_fn(model: vit.ViT, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
     logits_bc = model(batch["image"], rngs=rngs)
-    if "targets" in batch:  # training: soft targets (label smoothing, mixup); accuracy vs the own label
+    if "targets" in batch:  # training: soft targets (label smoothing, mixup)
         loss = optax.softmax_cross_entropy(logits_bc, batch["targets"]).mean()
-        accuracy = (logits_bc.argmax(-1) == batch["label"]).mean()
-        return loss, {"loss": loss, "accuracy": accuracy}
-    return classification_loss(logits_bc, batch["label"], batch.get("weight"))
+        return loss, {"loss": loss}
+    return classification_loss(logits_bc, batch["label"])
+
+
+def eval_fn(model: vit.ViT, batch: dict) -> dict[str, jax.Array]:
+    return classifier_outputs(model(batch["image"]), batch["label"])
+
+
+corpus_metrics = eval_metrics.classifier
 
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
@@ -109,8 +98,6 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
     arrays = {"train": train_arrays, "validation": augment.eval_arrays(splits["validation"]),
               "test": augment.eval_arrays(splits["test"])}
     overrides = {"num_classes": len(data.class_names), "num_channels": int(data.train["image"].shape[-1])}
-    if cfg.init_from:
-        overrides.update(pretrained.shape_from_source(cfg, ARCH_KEYS, _vit_config, "ViT", tasks=("image_classify",)))
     return example_data(cfg, None, overrides, arrays, process_index, process_count, transform)
 
 
@@ -138,6 +125,6 @@ def matmul_params(cfg: ml_collections.ConfigDict) -> int:
     return vit.matmul_params(cfg.model)
 
 
-def seq_len(cfg: ml_collections.ConfigDict) -> int:
+def tokens_per_example(cfg: ml_collections.ConfigDict) -> int:
     """Tokens per example (for tokens/s and MFU): the patches, plus [CLS]."""
     return vit.num_tokens(cfg.model)

@@ -16,17 +16,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 
-from bigmodel_jax.config import ConfigError
+from bigmodel_jax import eval_metrics
 from bigmodel_jax.data import pipeline, plays
+from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.bert import BertMLM, mlm_head_matmul_params
 from bigmodel_jax.models.heads import classification_loss
-from bigmodel_jax.tasks import TaskData, encoder
+from bigmodel_jax.tasks import encoder
+from bigmodel_jax.tasks.encoder import FAMILY, adapt_source, tokens_per_example  # noqa: F401
+from bigmodel_jax.tasks.protocol import EvalSet, TaskData
 
 log = logging.getLogger(__name__)
 
-METRICS = ("loss", "accuracy")  # what loss_fn reports that train.eval_metric may pick
+METRICS = ("loss", "accuracy", "perplexity")  # what corpus_metrics reports that train.eval_metric may pick
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -52,14 +56,24 @@ def matmul_params(cfg: ml_collections.ConfigDict) -> int:
 
 
 def loss_fn(model: BertMLM, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
-    """Cross-entropy and accuracy over every predicted position: a classification of B*K tokens."""
+    """Cross-entropy over every predicted position: a classification of B*K tokens."""
     logits_bkv = model(batch["input_ids"], None, None, batch["masked_positions"], rngs=rngs)
-    labels_bk = batch["masked_labels"]
-    w_bk = jnp.ones(labels_bk.shape, jnp.float32)
-    if "weight" in batch:  # padding rows of the last eval batch
-        w_bk = w_bk * batch["weight"][:, None]
     vocab = logits_bkv.shape[-1]
-    return classification_loss(logits_bkv.reshape(-1, vocab), labels_bk.reshape(-1), w_bk.reshape(-1))
+    return classification_loss(logits_bkv.reshape(-1, vocab), batch["masked_labels"].reshape(-1))
+
+
+def eval_fn(model: BertMLM, batch: dict) -> dict[str, jax.Array]:
+    logits_bkv = model(batch["input_ids"], None, None, batch["masked_positions"])
+    labels_bk = batch["masked_labels"]
+    nll_bk = optax.softmax_cross_entropy_with_integer_labels(logits_bkv, labels_bk)
+    return {"nll": nll_bk.sum(-1), "correct": (logits_bkv.argmax(-1) == labels_bk).sum(-1),
+            "tokens": jnp.full(labels_bk.shape[:1], labels_bk.shape[1], jnp.float32)}
+
+
+def corpus_metrics(outputs: dict[str, np.ndarray], reference: None) -> dict[str, float]:
+    """Masked-token loss, perplexity and accuracy over every predicted position of the split."""
+    accuracy = float(outputs["correct"].sum()) / max(float(outputs["tokens"].sum()), 1.0)
+    return {**eval_metrics.language_model(outputs["nll"], outputs["tokens"]), "accuracy": accuracy}
 
 
 def mask_tokens(ids_t: np.ndarray, rng: np.random.Generator, k: int, mask_id: int,
@@ -82,8 +96,7 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
     tfds_dir, plays_dir = Path(d.tfds_dir).expanduser(), (Path(d.plays_dir).expanduser() if d.plays_dir else None)
     train_text = plays.load_split_text(tfds_dir, "train", plays_dir)
     val_text = plays.load_split_text(tfds_dir, "validation", plays_dir)
-    tok, overrides = encoder.tokenizer_and_architecture(cfg, Path(workdir), process_index,
-                                                        lambda: train_text.split("\n"))
+    tok, overrides = encoder.tokenizer(cfg, Path(workdir), process_index, lambda: train_text.split("\n"))
     train_ids = np.asarray(tok.encode_plain(train_text), np.int32)
     val_ids = np.asarray(tok.encode_plain(val_text), np.int32)
     t, k = d.seq_len, num_predictions(d.seq_len, d.mask_rate)
@@ -110,5 +123,5 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
     val_arrays = {key: np.stack([v[key] for v in val]) for key in val[0]}
     evals = pipeline.example_eval_batches(val_arrays, cfg.train.batch_size, process_index, process_count)
     log.info("MLM: %d train windows of %d tokens (%d predicted each), %d validation windows", num_train, t, k, num_val)
-    return TaskData(tok, train, evals, f"{len(train_ids):,} tokens", f"{num_val * t:,} tokens",
+    return TaskData(tok, train, EvalSet(evals, f"{num_val * t:,} tokens"), f"{len(train_ids):,} tokens",
                     model_overrides=overrides)

@@ -1,5 +1,9 @@
 """Token tagging: a Dense head on every token; each word's tag sits on its first sub-token.
 
+Scores are entity-level precision / recall / F1 (seqeval, CoNLL's counting) over the split's gold
+word tags; words cut off by data.seq_len count as predicted "O", so a truncated entity is missed,
+not dropped. "accuracy" is the tag accuracy over the words the model sees.
+
 Datasets (data.dataset): "plays_speakers", derived from the real plays because no tagging set
 ships offline — scene text as words, the speaker-heading words tagged B-SPK/I-SPK (colons
 dropped, so a heading must be told from a name said in dialogue); "conll", the CoNLL-2003 file
@@ -11,19 +15,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
+from bigmodel_jax import eval_metrics
 from bigmodel_jax.data import labeled, plays_tasks
-from bigmodel_jax.models.heads import EncoderWithHead, tagging_loss
-from bigmodel_jax.tasks import TaskData, encoder
-
-matmul_params = encoder.matmul_params
+from bigmodel_jax.models.heads import EncoderWithHead, tagging_loss, tagging_nll
+from bigmodel_jax.tasks import encoder
+from bigmodel_jax.tasks.encoder import FAMILY, adapt_source, matmul_params, tokens_per_example  # noqa: F401
+from bigmodel_jax.tasks.protocol import TaskData
 
 
 def _conll(d) -> labeled.LabeledSplits:
-    train, val, test = (labeled.read_conll(Path(p).expanduser()) for p in (d.train_file, d.validation_file, d.test_file))
+    train, val, test = (labeled.read_conll(Path(p).expanduser())
+                        for p in (d.train_file, d.validation_file, d.test_file))
     tags = sorted({t for _, ts in train for t in ts} - {"O"})
     return labeled.LabeledSplits(train, val, test, ("O", *tags), f"CoNLL files {d.train_file} ...")
 
@@ -33,20 +40,38 @@ DATASETS = {
     "conll": _conll,
 }
 
-METRICS = ("loss", "accuracy", "f1")  # what loss_fn reports that train.eval_metric may pick
+METRICS = ("loss", "accuracy", "precision", "recall", "f1")  # corpus_metrics reports; train.eval_metric picks
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     encoder.validate(cfg, DATASETS, {"conll": "a CoNLL-format file (token ... tag per line)"})
 
 
-def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:
-    return EncoderWithHead(cfg.model, per_token=True, rngs=rngs)
+build_model = encoder.build_token_model
 
 
 def loss_fn(model: EncoderWithHead, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
-    logits_btc = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], rngs=rngs)
-    return tagging_loss(logits_btc, batch["labels"], batch.get("weight"))
+    return tagging_loss(encoder.forward(model, batch, rngs), batch["labels"])
+
+
+def eval_fn(model: EncoderWithHead, batch: dict) -> dict[str, jax.Array]:
+    logits_btc = encoder.forward(model, batch)
+    nll_b, count_b = tagging_nll(logits_btc, batch["labels"])
+    return {"nll": nll_b, "tokens": count_b, "pred": logits_btc.argmax(-1).astype(jnp.int32),
+            "labels": batch["labels"]}
+
+
+def corpus_metrics(outputs: dict[str, np.ndarray], reference: dict) -> dict[str, float]:
+    """reference: {"label_names": tag of each class id, "tags": each example's gold word tags}."""
+    names, gold = reference["label_names"], reference["tags"]
+    pred = []
+    for pred_t, labels_t, tags in zip(outputs["pred"], outputs["labels"], gold, strict=True):
+        seen = [names[p] for p in pred_t[labels_t >= 0]]  # one per word, in order
+        pred.append(seen + ["O"] * (len(tags) - len(seen)))
+    first = outputs["labels"] >= 0
+    accuracy = float((outputs["pred"][first] == outputs["labels"][first]).mean()) if first.any() else 0.0
+    return {"loss": eval_metrics.mean_loss(outputs["nll"], outputs["tokens"]), "accuracy": accuracy,
+            **eval_metrics.entities(gold, pred)}
 
 
 def encode_tagged(tok, records: list[tuple[list[str], list[str]]], label_names: tuple[str, ...],
@@ -71,9 +96,13 @@ def encode_tagged(tok, records: list[tuple[list[str], list[str]]], label_names: 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
     splits = encoder.load_splits(cfg, DATASETS)
-    tok, overrides = encoder.tokenizer_and_architecture(cfg, Path(workdir), process_index,
-                                                        lambda: [" ".join(words) for words, _ in splits.train])
+    tok, overrides = encoder.tokenizer(cfg, Path(workdir), process_index,
+                                       lambda: [" ".join(words) for words, _ in splits.train])
     overrides["num_outputs"] = len(splits.label_names)
     arrays = {name: encode_tagged(tok, getattr(splits, name), splits.label_names, cfg.data.seq_len)
               for name in ("train", "validation", "test")}
-    return encoder.example_data(cfg, tok, overrides, arrays, process_index, process_count)
+    gold = {name: [list(tags) for _, tags in getattr(splits, name)] for name in ("validation", "test")}
+    data = encoder.example_data(cfg, tok, overrides, arrays, process_index, process_count, references=gold)
+    for split in (data.validation, data.test):
+        split.reference = {"label_names": splits.label_names, "tags": split.reference}
+    return data
