@@ -7,7 +7,12 @@ validation_file, test_file).
 
     python -m bigmodel_jax.train --config configs/bert_qa.py --config.init_from=minilm --workdir runs/qa_minilm
 
-Expected: not measured at this size yet (tests/test_bert_train.py runs it for 40 steps only).
+Scored with the official SQuAD exact match and F1 on the decoded answer text (max over the gold
+answers); an answer cut off by the 192-token window counts as missed.
+Expected (measured 2026-12-01, 2-core CPU, 22 min 10 s): from MiniLM, test exact match 0.939 and F1
+0.942 (restore-best at step 500 of 600; validation 0.930), against 0.440 / 0.460 for the rule "the
+first speaker heading of the context" and 0.021 for always answering the most frequent training
+answer (FALSTAFF).
 """
 
 from pathlib import Path

@@ -8,7 +8,10 @@ Aumerle" said inside one. For CoNLL-2003 files: --config.data.dataset=conll
     python -m bigmodel_jax.train --config configs/bert_tag.py --config.init_from=minilm --workdir runs/tag_minilm
 
 Scored by entities (seqeval precision / recall / F1, CoNLL's counting) over the whole split.
-Expected: not measured at this size yet. A 2-layer, width-64 encoder pretrained for 300 steps reaches
+Expected (measured 2026-12-01, 2-core CPU, 12 min 56 s): from MiniLM, test entity F1 0.948 (precision
+0.938, recall 0.957; validation F1 0.957 at step 600, still rising), against 0.543 for the rule "an
+all-uppercase word is a speaker" (precision 0.437: names in stage directions are uppercase too) and
+0 for every word "O". A 2-layer, width-64 encoder pretrained for 300 steps reaches
 test entity F1 0.235 (precision 0.36, recall 0.17) on 400 training windows (tests/test_bert_train.py;
 before issue 14 this read 0.34, a token-level F1 averaged per batch); all-O scores 0.
 """
