@@ -129,9 +129,14 @@ def test_a_dead_peer_stops_the_other_with_an_error(tfds_dir, tmp_path, victim):
     took = time.time() - killed_at
     log = open(f"{workdir}.p{survivor}.log").read()
     assert rc != 0
-    assert "the JAX distributed service detected fatal errors" in log, log[-3000:]
+    # Two honest ways to learn of it: the coordination service's heartbeat check, or, when the kill
+    # lands inside a collective, the CPU collectives' transport failing on the half-sent message
+    # (gloo aborts; seen once in a full run). Either way the survivor stops instead of hanging.
+    gloo = "gloo::EnforceNotMet" in log or "gloo::IoException" in log
+    assert gloo or "the JAX distributed service detected fatal errors" in log, log[-3000:]
     # the coordinator sees the silent peer; a survivor that loses the coordinator sees a dead link
-    assert ("stopped sending heartbeats" if victim == 1 else "leader task was preempted/died") in log, log[-3000:]
+    assert gloo or ("stopped sending heartbeats" if victim == 1 else "leader task was preempted/died") in log, \
+        log[-3000:]
     print(f"process {survivor} exited ({rc}) {took:.1f} s after process {victim} was killed")
 
 
