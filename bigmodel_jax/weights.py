@@ -23,6 +23,7 @@ are read; a pickled file is never opened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ def hf_init(name: str, shape: tuple[int, ...]) -> np.ndarray:
         return np.ones(shape, np.float32)
     if name.endswith("bias"):
         return np.zeros(shape, np.float32)
-    seed = int.from_bytes(name.encode("utf-8")[-8:].rjust(8, b"\0"), "little")
+    seed = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
     return np.random.default_rng(seed).normal(0.0, 0.02, shape).astype(np.float32)
 
 
