@@ -61,7 +61,8 @@ def parse_config_args(argv: Sequence[str]) -> ParsedArgs:
     argv = [PROGRAM, *argv]
     holder = config_flags.DEFINE_config_file("config", None, "a config file: path.py[:variant]", flag_values=fv,
                                              lock_config=True, sys_argv=argv)
-    spec = _config_spec(fv.read_flags_from_files(argv, force_gnu=False))
+    expanded = fv.read_flags_from_files(argv, force_gnu=False)  # --flagfile contents in place
+    spec = _config_spec(expanded)
     if spec is None:
         raise ConfigError("--config", None, "pass --config configs/<experiment>.py")
     if not Path(spec.partition(":")[0]).expanduser().is_file():
@@ -69,7 +70,7 @@ def parse_config_args(argv: Sequence[str]) -> ParsedArgs:
     try:
         rest = fv(argv, known_only=True)[1:]
     except (flags.Error, AttributeError, KeyError, ValueError) as e:
-        raise _explain(e, spec, fv.read_flags_from_files(argv, force_gnu=False)) from None
+        raise _explain(e, spec, expanded) from None
     cfg = ml_collections.ConfigDict(holder.value.to_dict())  # unlocked: the trainer adds what the data decides
     return ParsedArgs(cfg, rest, dict(config_flags.get_override_values(fv["config"])))
 

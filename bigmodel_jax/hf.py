@@ -48,17 +48,19 @@ def bert_config(hf: dict, dtype: str = "float32") -> ml_collections.ConfigDict:
         norm_eps=hf.get("layer_norm_eps", 1e-12), dropout=hf.get("hidden_dropout_prob", 0.1), dtype=dtype))
 
 
-def _block_pairs(blk, prefix: str, attention: tuple[str, ...], norms: tuple[str, str]) -> list:
-    """One encoder layer of BertModel or ViTModel: q, k, v, o and the MLP as torch Linears (weight
-    [out, in] + bias) named `attention` then intermediate.dense / output.dense, and the two
-    LayerNorms named `norms` (around attention, around the MLP)."""
+def _encoder_layer_pairs(blocks, attention: tuple[str, ...], norms: tuple[str, str]) -> list:
+    """The `encoder.layer.{i}.` tensors of BertModel or ViTModel, every block alike: q, k, v, o and
+    the MLP as torch Linears (weight [out, in] + bias) named `attention` then intermediate.dense /
+    output.dense, and the two LayerNorms named `norms` (around attention, around the MLP)."""
     pairs = []
     dense_names = (*attention, "intermediate.dense", "output.dense")
-    for dense, name in zip((blk.attn.query, blk.attn.key, blk.attn.value, blk.attn.out, blk.mlp.up, blk.mlp.down),
-                           dense_names, strict=True):
-        pairs += [transposed(dense.kernel, prefix + name + ".weight"), same(dense.bias, prefix + name + ".bias")]
-    for norm, name in zip((blk.attn_norm, blk.mlp_norm), norms, strict=True):
-        pairs += [same(norm.scale, prefix + name + ".weight"), same(norm.bias, prefix + name + ".bias")]
+    for i, blk in enumerate(blocks):
+        prefix = f"encoder.layer.{i}."
+        denses = (blk.attn.query, blk.attn.key, blk.attn.value, blk.attn.out, blk.mlp.up, blk.mlp.down)
+        for dense, name in zip(denses, dense_names, strict=True):
+            pairs += [transposed(dense.kernel, prefix + name + ".weight"), same(dense.bias, prefix + name + ".bias")]
+        for norm, name in zip((blk.attn_norm, blk.mlp_norm), norms, strict=True):
+            pairs += [same(norm.scale, prefix + name + ".weight"), same(norm.bias, prefix + name + ".bias")]
     return pairs
 
 
@@ -73,10 +75,9 @@ def bert_groups(model: Bert | BertMLM, pooler: bool = True) -> list[Group]:
              same(bert.type_embed, "embeddings.token_type_embeddings.weight"),
              same(bert.embed_norm.scale, "embeddings.LayerNorm.weight"),
              same(bert.embed_norm.bias, "embeddings.LayerNorm.bias")]
-    for i, blk in enumerate(bert.blocks):
-        pairs += _block_pairs(blk, f"encoder.layer.{i}.", ("attention.self.query", "attention.self.key",
-                                                           "attention.self.value", "attention.output.dense"),
-                              ("attention.output.LayerNorm", "output.LayerNorm"))
+    pairs += _encoder_layer_pairs(bert.blocks, ("attention.self.query", "attention.self.key", "attention.self.value",
+                                                "attention.output.dense"),
+                                  ("attention.output.LayerNorm", "output.LayerNorm"))
     groups = [Group("BERT encoder", pairs)]
     if pooler:
         groups.append(Group("pooler", [transposed(bert.pooler.kernel, "pooler.dense.weight"),
@@ -213,10 +214,9 @@ def vit_groups(model: ViT, classifier: bool = True) -> list[Group]:
              same(model.final_norm.scale, "layernorm.weight"), same(model.final_norm.bias, "layernorm.bias")]
     if model.cls_token is not None:  # HF's ViT always has one; a pool="mean" ViT of ours does not
         pairs.append(converted(model.cls_token, "embeddings.cls_token", lambda x: x[0, 0], lambda x: x[None, None]))
-    for i, blk in enumerate(model.blocks):
-        pairs += _block_pairs(blk, f"encoder.layer.{i}.", ("attention.attention.query", "attention.attention.key",
-                                                           "attention.attention.value", "attention.output.dense"),
-                              ("layernorm_before", "layernorm_after"))
+    pairs += _encoder_layer_pairs(model.blocks, ("attention.attention.query", "attention.attention.key",
+                                                 "attention.attention.value", "attention.output.dense"),
+                                  ("layernorm_before", "layernorm_after"))
     groups = [Group("ViT encoder", pairs)]
     if classifier:
         groups.append(Group("classifier", [transposed(model.head.kernel, "classifier.weight"),
