@@ -37,6 +37,7 @@ CHOICES = {
     "optim.schedule": ("cosine", "constant"),
     "model.remat": ("none", "full", "dots_saveable"),
     "parallel.mode": ("jit", "pmap"),
+    "train.loss": ("cross_entropy", "mse"),  # classification tasks only; the others' configs lack it
 }
 POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.mlp_dim", "model.max_len",
                  "model.image_size", "model.patch_size",
@@ -180,6 +181,9 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
         raise ConfigError("optim.lr", cfg.optim.lr, "a positive learning rate")
     if cfg.optim.warmup_steps < 0:
         raise ConfigError("optim.warmup_steps", cfg.optim.warmup_steps, "0 or more steps")
+    for key in ("optim.l1", "optim.l2"):  # a negative penalty would reward large weights
+        if _has(cfg, key) and _get(cfg, key) < 0:
+            raise ConfigError(key, _get(cfg, key), "0 (off) or a positive penalty strength")
     if cfg.train.eval_metric not in EVAL_METRICS:
         raise ConfigError("train.eval_metric", cfg.train.eval_metric,
                           f"one of {sorted(EVAL_METRICS)} that the task reports")

@@ -28,15 +28,22 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def l1_penalty(strength: float) -> optax.GradientTransformation:
-    """Adds strength * sign(p) to the gradient of every matrix: the (sub)gradient of an L1 term
-    strength * sum|p| in the loss, so it runs before clipping and Adam's scaling, as the loss
-    term would. Norm scales and biases are left alone, as with weight decay."""
+def penalty(strength: float, grad_fn: Callable[[jax.Array], jax.Array]) -> optax.GradientTransformation:
+    """Adds strength * grad_fn(p) to the gradient of every matrix: the gradient of a penalty term
+    in the loss whose derivative per weight is grad_fn, so it runs before clipping and the
+    optimizer's scaling, as the loss term would. Norm scales and biases are left alone, as with
+    weight decay (decay_mask)."""
     def update(grads, state, params):
         mask = decay_mask(params)
-        return jax.tree.map(lambda g, p, m: g + strength * jnp.sign(p) if m else g, grads, params, mask), state
+        return jax.tree.map(lambda g, p, m: g + strength * grad_fn(p) if m else g, grads, params, mask), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+# config.optim key -> the derivative per weight of its penalty: l1 = strength * sum|p| (subgradient
+# sign(p)); l2 = (strength / 2) * sum(p^2) (gradient p), a coupled L2: unlike adamw's decoupled
+# weight_decay, Adam's scaling applies to it as to the loss's own gradient
+PENALTIES: dict[str, Callable[[jax.Array], jax.Array]] = {"l1": jnp.sign, "l2": lambda p: p}
 
 
 def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
@@ -51,7 +58,7 @@ def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
     else:  # sgd with momentum; weight decay as coupled L2 the way torch.optim.SGD does it
         core = optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
                            optax.sgd(schedule, momentum=cfg.momentum or None))
-    chain = [l1_penalty(cfg.l1)] if cfg.l1 > 0 else []  # weight_decay is the L2 knob
+    chain = [penalty(cfg[key], grad_fn) for key, grad_fn in PENALTIES.items() if cfg.get(key, 0.0) > 0]
     chain += [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     return optax.chain(*chain, core), schedule
 

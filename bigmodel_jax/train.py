@@ -187,6 +187,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     user_set: the config keys set on the command line; with init_from, one that disagrees with
     the source's architecture is an error (the others are replaced by the source's, and logged)."""
     workdir = Path(workdir)
+    t_start = time.time()
     num_devices = len(devices) if devices is not None else jax.device_count()
     cfg = transfer.apply_source_architecture(cfg, user_set)
     config_lib.validate(cfg, num_devices, jax.process_count())  # before anything compiles
@@ -209,7 +210,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     data_iter = iter(data.train)
     result = TrainResult(step=0, metric=cfg.train.eval_metric)
     higher_is_better = config_lib.EVAL_METRICS[result.metric]
-    evals_since_best = 0
+    evals_since_best, seconds_before = 0, 0.0  # seconds_before: earlier processes' time up to their last checkpoint
     restored = checkpoint.restore(workdir / "checkpoints", checkpoint.abstract_like(params, param_sh),
                                   checkpoint.abstract_like(opt_state, opt_sh), set_aside_unreadable=True)
     distributed.barrier("looked for checkpoints")  # before anyone creates the checkpoint folders
@@ -219,6 +220,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         data_iter.set_state(meta["data_state"])
         result.best_metric, result.best_step = meta.get("best_metric", math.nan), meta.get("best_step", 0)
         evals_since_best = meta.get("evals_since_best", 0)
+        seconds_before = meta.get("seconds", 0.0)
         log.info("resumed from %s at step %d", workdir / "checkpoints" / str(result.step), result.step)
     elif cfg.init_from:
         source = task.adapt_source(transfer.source_params(cfg.init_from),
@@ -232,11 +234,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         cfg.model.num_layers, cfg.model.width, seq_len, task.matmul_params(cfg))
     peak = metrics_lib.peak_flops_per_device(cfg.model.dtype) * num_devices
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
+    if is_main:  # what experiments.report reads to tell runs apart (runs made by hand included)
+        (workdir / "config.json").write_text(cfg.to_json(indent=1) + "\n")
 
     def meta_now(step: int) -> dict:
         return {"step": step, "data_state": data_iter.get_state(), "config": cfg.to_json(),
                 "best_metric": result.best_metric, "best_step": result.best_step,
-                "evals_since_best": evals_since_best}
+                "evals_since_best": evals_since_best, "seconds": seconds_before + time.time() - t_start}
 
     def run_eval(step: int) -> None:
         nonlocal evals_since_best
@@ -310,6 +314,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
             if is_main:
                 (workdir / "test_metrics.json").write_text(json.dumps(
                     dict(result.test_metrics, step=result.best_step if cfg.train.restore_best else step), indent=1))
+        if finished and is_main and (result.val_metrics or not (workdir / "summary.json").exists()):
+            write_summary(workdir, result, step, n_params, seconds_before + time.time() - t_start)
     finally:
         if bar is not None:
             bar.stop()
@@ -318,6 +324,18 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         writer.close()
     result.step = step
     return result
+
+
+def write_summary(workdir: Path, result: TrainResult, step: int, n_params: int, seconds: float) -> None:
+    """summary.json: written once a run has finished (its last step or an early stop), so a sweep
+    or a report tells finished runs from interrupted ones; the curves stay in metrics.jsonl."""
+    last_val = result.val_metrics[max(result.val_metrics)] if result.val_metrics else {}
+    summary = {"step": step, "finished": True, "stopped_early": result.stopped_early, "params": n_params,
+               "seconds": round(seconds, 2), "eval_metric": result.metric, "best_metric": result.best_metric,
+               "best_step": result.best_step, "validation": last_val, "test": result.test_metrics}
+    tmp = workdir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    tmp.replace(workdir / "summary.json")  # never half-written
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ def get_config(variant: str = ""):
     c.train.update(num_steps=1500, batch_size=32, log_every=50, eval_every=150, eval_batches=1000,
                    checkpoint_every=150, keep_checkpoints=1, eval_metric="accuracy", patience=4,
                    restore_best=True)
+    c.train.loss = "cross_entropy"  # or "mse": squared error of the softmax probabilities (Brier); eval stays CE
     if variant == "play":
         c.data.dataset = "plays_play"
     elif variant == "polarity":

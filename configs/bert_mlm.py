@@ -39,6 +39,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         name="adamw", lr=5e-4, schedule="cosine", warmup_steps=150, min_lr_ratio=0.1,
         b1=0.9, b2=0.98, eps=1e-6, momentum=0.9, weight_decay=0.01, clip_norm=1.0, l1=0.0,
+        l2=0.0,  # penalties on matrices in the loss: l1 * sum|p|, (l2/2) * sum(p^2) (coupled L2)
     ))
     c.train = ml_collections.ConfigDict(dict(
         num_steps=1200, batch_size=32, grad_accum_steps=1,

@@ -46,7 +46,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         name="adamw", lr=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.1,
         b1=0.9, b2=0.99, eps=1e-8, momentum=0.9, weight_decay=0.1, clip_norm=1.0,
-        l1=0.0,  # L1 penalty strength on matrices (weight_decay is the L2 one)
+        l1=0.0,  # L1 penalty strength on matrices: strength * sum|p| in the loss
+        l2=0.0,  # coupled L2 on matrices: (l2/2) * sum(p^2) in the loss (weight_decay is AdamW's decoupled one)
     ))
     c.train = ml_collections.ConfigDict(dict(
         # 4 micro-batches of 3: the same gradient, but intermediates stay in cache (1.3x faster)

@@ -52,6 +52,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         name="adamw", lr=1e-3, schedule="cosine", warmup_steps=100, min_lr_ratio=0.01,
         b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, weight_decay=0.05, clip_norm=1.0, l1=0.0,
+        l2=0.0,  # penalties on matrices in the loss: l1 * sum|p|, (l2/2) * sum(p^2) (coupled L2)
     ))
     c.train = ml_collections.ConfigDict(dict(
         num_steps=3000, batch_size=64, grad_accum_steps=1,
@@ -59,6 +60,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         # early stopping: 10 evaluations (1,000 steps) without a better validation accuracy; the
         # measured run never waited more than 7, so it ran its 3,000 steps
         eval_metric="accuracy", patience=10, restore_best=True,
+        loss="cross_entropy",  # or "mse": squared error of the softmax probabilities (Brier); eval stays CE
     ))
     # mode "jit": one SPMD program over Mesh(data, fsdp, tensor), or "pmap": data parallel only.
     # The sizes multiply to the device count; one may be -1 = the rest (README: Scaling out).

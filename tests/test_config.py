@@ -144,3 +144,18 @@ def test_bert_config_errors_name_the_key():
     with pytest.raises(ConfigError,
                        match=r"train.eval_metric.*'mse'.*\['loss', 'accuracy', 'macro_f1'\] for task classify"):
         validate(bert_parse("bert_cls.py", "--config.train.eval_metric=mse"), num_devices=1)
+
+
+def test_training_loss_and_penalties_are_checked():
+    for file in ("bert_cls.py", "vit_digits.py", "vit_mnist.py"):  # vit_mnist inherits vit_digits' train.loss
+        assert bert_parse(file).train.loss == "cross_entropy"
+    validate(bert_parse("bert_cls.py", "--config.train.loss=mse"), num_devices=1)
+    with pytest.raises(ConfigError, match=r"train.loss.*'hinge'.*\['cross_entropy', 'mse'\]") as e:
+        validate(bert_parse("bert_cls.py", "--config.train.loss=hinge"), num_devices=1)
+    assert e.value.key == "train.loss"
+    assert "loss" not in parse().train  # a task that is not classification needs no train.loss
+    for key in ("optim.l1", "optim.l2"):
+        validate(parse(f"--config.{key}=0.01"), num_devices=1)
+        with pytest.raises(ConfigError, match=rf"{key}.*-0.1.*0 \(off\) or a positive") as e:
+            validate(parse(f"--config.{key}=-0.1"), num_devices=1)
+        assert e.value.key == key

@@ -132,3 +132,18 @@ def test_corrupt_prepared_dataset_names_its_folder(tmp_path, tfds_dir):
     data_file.write_bytes(data_file.read_bytes()[:1000])
     with pytest.raises(ValueError, match=rf"{tmp_path / 'tfds'}.*unreadable.*delete that folder"):
         plays.load_split_text(tmp_path / "tfds", "train")
+
+
+def test_processes_started_together_prepare_a_dataset_once(tmp_path):
+    """The points of a sweep started at once (--jobs N) must not race to write the same TFDS
+    folder: one prepares under a file lock, the other waits and reads what it wrote."""
+    import subprocess
+    import sys
+
+    code = f"from bigmodel_jax.data import plays; print(len(plays.load_scenes({str(tmp_path)!r}, 'validation')))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-500:] for _, err in outs]
+    counts = {out.strip().splitlines()[-1] for out, _ in outs}
+    assert len(counts) == 1 and int(counts.pop()) > 50  # both read every validation scene

@@ -7,14 +7,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from bigmodel_jax.data import pipeline
 from bigmodel_jax.models.bert import Bert, BertMLM, count_params
-from bigmodel_jax.models.heads import (best_spans, classification_loss, regression_loss, span_loss, span_nll,
-                                       tagging_loss, tagging_nll)
+from bigmodel_jax.models.heads import (best_spans, brier_score, classification_loss, regression_loss, span_loss,
+                                       span_nll, tagging_loss, tagging_nll)
 from bigmodel_jax.tasks.mlm import mask_tokens, num_predictions
+from tests.conftest import ROOT
 
 
 def small_bert_cfg(**kw):
@@ -33,6 +35,93 @@ def test_classification_loss_known_answer_and_padding_weight():
     ce1 = -math.log(1 / (math.exp(3) + 2))
     assert float(loss) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
     assert float(m["weight"]) == 2.0
+
+
+def np_softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_mse_classification_loss_is_the_weighted_brier_score():
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 3.0, 0.0], [0.0, 0.0, 1.0], [9.0, 0.0, 0.0]], np.float32)
+    labels = np.array([0, 2, 2, 1])
+    weight = np.array([1.0, 2.0, 1.0, 0.0], np.float32)  # the last row is padding: ignored
+    per_row = ((np_softmax(logits) - np.eye(3)[labels]) ** 2).sum(-1)
+    expected = (per_row * weight).sum() / weight.sum()
+    loss, m = classification_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weight), kind="mse")
+    assert float(loss) == pytest.approx(expected, rel=1e-6) and float(m["weight"]) == 4.0
+    assert float(m["loss"]) == float(loss)
+    np.testing.assert_allclose(brier_score(jnp.asarray(logits), jnp.asarray(labels)), per_row, rtol=1e-6)
+    # not cross-entropy under another name; and the default stays optax's integer-label cross-entropy, exactly
+    ce, _ = classification_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weight))
+    assert abs(float(ce) - expected) > 0.1
+    assert float(ce) == float((optax.softmax_cross_entropy_with_integer_labels(logits, labels) * weight).sum()
+                              / weight.sum())
+
+
+def test_mse_gradient_is_finite_and_not_cross_entropys():
+    logits = jnp.array([[2.0, 0.0, -1.0], [0.5, 3.0, 0.0], [-50.0, 50.0, 0.0]])  # row 3: confidently wrong
+    labels = jnp.array([0, 2, 0])
+
+    def grad(kind):
+        return jax.grad(lambda z: classification_loss(z, labels, kind=kind)[0])(logits)
+
+    mse, ce = grad("mse"), grad("cross_entropy")
+    assert np.isfinite(mse).all() and np.abs(mse).max() > 0
+    assert not np.allclose(mse, ce, atol=1e-3)
+    # softmax saturates: the confidently wrong row barely moves under MSE, a lot under cross-entropy
+    assert float(jnp.abs(mse[2]).max()) < 1e-6 < 0.1 < float(jnp.abs(ce[2]).max())
+
+
+def tiny_vit_config(**overrides):
+    from bigmodel_jax.config import apply_overrides, load_config_file
+
+    cfg = load_config_file(str(ROOT / "configs" / "vit_digits.py"))
+    base = {"model.num_layers": 1, "model.width": 32, "model.num_heads": 2, "model.mlp_dim": 64,
+            "model.num_classes": 4, "model.dropout": 0.0, "model.drop_path": 0.0}
+    base.update(overrides)
+    return apply_overrides(cfg, [f"{k}={v}" for k, v in base.items()])
+
+
+def test_image_classify_trains_on_soft_targets_with_the_configured_loss():
+    """train.loss reaches image_classify.loss_fn through the graphdef the trainer merges params
+    into; with soft targets (label smoothing, mixup) it is the Brier score against them, while
+    eval_fn's loss stays cross-entropy."""
+    from bigmodel_jax import tasks
+    from bigmodel_jax.tasks import image_classify
+
+    rng = np.random.default_rng(0)
+    targets = np_softmax(rng.normal(size=(6, 4)) * 2).astype(np.float32)
+    batch = {"image": jnp.asarray(rng.normal(size=(6, 8, 8, 1)), jnp.float32), "targets": jnp.asarray(targets),
+             "label": jnp.asarray(targets.argmax(-1))}
+    losses = {}
+    for kind in ("cross_entropy", "mse"):
+        cfg = tiny_vit_config(**{"train.loss": kind})
+        graphdef, _, _ = tasks.abstract_model(cfg)  # what train.init_state does
+        params = nnx.to_pure_dict(nnx.state(image_classify.build_model(cfg, nnx.Rngs(0)), nnx.Param))
+        params["head"]["kernel"] = jnp.asarray(rng.normal(size=params["head"]["kernel"].shape), jnp.float32)
+        model = nnx.merge(graphdef, params)
+        logits = np.asarray(model(batch["image"]))
+        loss, m = image_classify.loss_fn(model, batch, nnx.Rngs(dropout=0))
+        losses[kind] = float(loss)
+        expected = (((np_softmax(logits) - targets) ** 2).sum(-1).mean() if kind == "mse"
+                    else -(targets * np.log(np_softmax(logits))).sum(-1).mean())
+        assert float(loss) == pytest.approx(expected, rel=1e-5) and float(m["weight"]) == 6.0
+        eval_ce = image_classify.eval_fn(model, batch)["loss"]
+        np.testing.assert_allclose(eval_ce, -np.log(np_softmax(logits)[np.arange(6), targets.argmax(-1)]), rtol=1e-5)
+
+        @jax.jit
+        def step(p):
+            value, grads = jax.value_and_grad(
+                lambda p: image_classify.loss_fn(nnx.merge(graphdef, p), batch, nnx.Rngs(dropout=0))[0])(p)
+            return value, jax.tree.map(lambda x, g: x - 0.5 * g, p, grads)
+
+        values = []
+        for _ in range(10):  # a few plain gradient steps: the loss goes down
+            value, params = step(params)
+            values.append(float(value))
+        assert values[0] == pytest.approx(float(loss), rel=1e-5) and values[-1] < 0.8 * values[0]
+    assert losses["mse"] != pytest.approx(losses["cross_entropy"], rel=0.1)
 
 
 def test_regression_loss_known_answer():

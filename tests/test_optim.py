@@ -10,7 +10,7 @@ from bigmodel_jax.optim import accumulate_gradients, build_optimizer, decay_mask
 
 def optim_cfg(**kw):
     base = dict(name="adamw", lr=1e-3, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1, b1=0.9, b2=0.99,
-                eps=1e-8, momentum=0.9, weight_decay=0.1, clip_norm=1.0, l1=0.0)
+                eps=1e-8, momentum=0.9, weight_decay=0.1, clip_norm=1.0, l1=0.0, l2=0.0)
     base.update(kw)
     return ml_collections.ConfigDict(base)
 
@@ -84,3 +84,40 @@ def test_l1_penalty_is_the_gradient_of_an_l1_term_on_matrices_only():
     # the same as differentiating the penalty written into the loss
     loss_grad = jax.grad(lambda p: 0.01 * jnp.abs(p["kernel"]).sum())(params)
     np.testing.assert_allclose(updates["kernel"], -loss_grad["kernel"])
+
+
+def test_l2_penalty_is_the_gradient_of_an_l2_term_on_matrices_only():
+    """Coupled L2: the update (plain SGD, lr 1) is minus the gradient of loss + (l2/2) * sum(p^2)
+    over the matrices; 1-D params (biases, norm scales) get the loss's gradient alone."""
+    params = {"kernel": jnp.array([[1.0, -2.0], [0.5, -0.1]]), "bias": jnp.array([3.0, -3.0]),
+              "embed": jnp.array([[0.3, 0.7, -1.5]])}
+    x = jnp.array([0.4, -1.2])
+
+    def loss(p):
+        return jnp.sum((x @ p["kernel"] + p["bias"]) ** 2) + jnp.sum(p["embed"] ** 3)
+
+    sgd = optim_cfg(name="sgd", momentum=0.0, weight_decay=0.0, clip_norm=0.0, l2=0.1, warmup_steps=0,
+                    schedule="constant", lr=1.0)
+    tx, _ = build_optimizer(sgd, 10)
+    grads = jax.grad(loss)(params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    penalized = jax.grad(lambda p: loss(p) + 0.1 / 2 * sum(jnp.sum(v ** 2) for v in jax.tree.leaves(p)
+                                                          if v.ndim >= 2))(params)
+    for key in ("kernel", "embed"):
+        np.testing.assert_allclose(updates[key], -penalized[key], rtol=1e-6)
+        assert not np.allclose(updates[key], -grads[key])  # the penalty did something
+    np.testing.assert_allclose(updates["bias"], -grads["bias"], rtol=1e-6)
+
+
+def test_l1_and_l2_add_up_and_run_before_clipping():
+    """Both penalties are loss terms: their gradients add to the loss's, and clipping bounds the sum."""
+    params = {"kernel": jnp.array([[1.0, -2.0], [0.5, -0.1]])}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    sgd = dict(name="sgd", momentum=0.0, weight_decay=0.0, l1=0.01, warmup_steps=0, schedule="constant", lr=1.0)
+    tx, _ = build_optimizer(optim_cfg(**sgd, l2=0.1, clip_norm=0.0), 10)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    np.testing.assert_allclose(updates["kernel"], -(0.01 * np.sign(params["kernel"]) + 0.1 * params["kernel"]),
+                               rtol=1e-6)
+    tx, _ = build_optimizer(optim_cfg(**sgd, l2=100.0, clip_norm=1.0), 10)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    assert float(optax.tree.norm(updates)) == pytest.approx(1.0, rel=1e-5)  # the penalty's gradient was clipped

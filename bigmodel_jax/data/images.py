@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
+from bigmodel_jax.data.prepare import prepare
 from bigmodel_jax.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
@@ -200,7 +201,7 @@ class LabeledImages:
 def read_builder(builder: _DigitImages) -> LabeledImages:
     """Prepares the builder once (a no-op when its data_dir is ready) and reads all three splits,
     sorted by "index": TFDS shuffles records at write time, and order must not depend on that."""
-    builder.download_and_prepare()
+    prepare(builder)
     splits = {}
     try:
         for s in SPLITS:

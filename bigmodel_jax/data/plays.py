@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigmodel_jax.data.prepare import prepare
 from bigmodel_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def load_scenes(data_dir: str | Path, split: str, plays_dir: str | Path | None =
     play, genre (folder name), act, scene), sorted by (play, scene): TFDS shuffles records at
     write time, and the order must not depend on that shuffle."""
     builder = ShakespearePlays(plays_dir=plays_dir, data_dir=str(data_dir), file_format="array_record")
-    builder.download_and_prepare()
+    prepare(builder)
     try:
         source = builder.as_data_source(split=split)
         records = [source[i] for i in range(len(source))]

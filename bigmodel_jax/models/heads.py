@@ -11,6 +11,9 @@ batches) and return (loss, {"loss", "weight"}), "weight" being what the mean is 
 labelled tokens), so gradient accumulation weighs micro-batches exactly. Evaluation metrics over a
 whole split (accuracy, F1, exact match) are not here: they are computed from every example's
 outputs in `eval_metrics.py`.
+
+Classification trains with `train.loss`: "cross_entropy" or "mse" (the Brier score, for the
+MSE-vs-cross-entropy ablation); evaluation reports cross-entropy either way (`classifier_outputs`).
 """
 
 from __future__ import annotations
@@ -48,11 +51,53 @@ def _weights(weight_b: jax.Array | None, batch: int) -> jax.Array:
     return jnp.ones(batch, jnp.float32) if weight_b is None else weight_b
 
 
-def classification_loss(logits_bc: jax.Array, labels_b: jax.Array,
-                        weight_b: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    weight_b = _weights(weight_b, labels_b.shape[0])
-    loss = _wmean(optax.softmax_cross_entropy_with_integer_labels(logits_bc, labels_b), weight_b)
+def softmax_cross_entropy(logits_bc: jax.Array, targets: jax.Array) -> jax.Array:
+    """Each example's cross-entropy [B]; targets are integer labels [B] (optax's integer form, so
+    hard labels give exactly the numbers they always gave) or a distribution per row [B, C]."""
+    if targets.ndim == 1:
+        return optax.softmax_cross_entropy_with_integer_labels(logits_bc, targets)
+    return optax.softmax_cross_entropy(logits_bc, targets)
+
+
+def brier_score(logits_bc: jax.Array, targets: jax.Array) -> jax.Array:
+    """Each example's squared error between the softmax probabilities and the target vector,
+    summed over classes [B]: the MSE (y - y_hat)^2 of a classifier whose y_hat is the predicted
+    probabilities (the Brier score, in [0, 2]). Its gradient vanishes as a wrong prediction grows
+    confident (softmax saturates), which is why cross-entropy usually trains faster; having both
+    lets an ablation measure that. targets: integer labels [B] (one-hot) or soft targets [B, C]."""
+    if targets.ndim == 1:
+        targets = jax.nn.one_hot(targets, logits_bc.shape[-1], dtype=jnp.float32)
+    return jnp.square(jax.nn.softmax(logits_bc.astype(jnp.float32), axis=-1) - targets).sum(-1)
+
+
+# train.loss -> each example's loss [B] from (logits [B, C], integer labels [B] or soft targets [B, C])
+CLASSIFICATION_LOSSES = {"cross_entropy": softmax_cross_entropy, "mse": brier_score}
+
+
+def classification_loss(logits_bc: jax.Array, targets: jax.Array, weight_b: jax.Array | None = None,
+                        kind: str = "cross_entropy") -> tuple[jax.Array, dict]:
+    """The weighted mean over examples of the `kind` loss (a key of CLASSIFICATION_LOSSES); targets
+    are integer labels [B] or soft targets [B, C] (label smoothing, mixup). Training only: eval_fn
+    reports cross-entropy whatever the training loss, so runs of either kind are compared on the
+    same validation numbers."""
+    weight_b = _weights(weight_b, targets.shape[0])
+    loss = _wmean(CLASSIFICATION_LOSSES[kind](logits_bc, targets), weight_b)
     return loss, {"loss": loss, "weight": weight_b.sum()}
+
+
+def with_train_loss(model: nnx.Module, cfg: ml_collections.ConfigDict) -> nnx.Module:
+    """The model with cfg.train.loss recorded on it, for a classification task's build_model. The
+    trainer hands loss_fn only (model, batch, rngs), so the choice travels as a plain attribute:
+    static in the model's graphdef (a compile-time constant, no parameter, nothing in checkpoints).
+    A config without the key (a run saved before it existed) trains with cross-entropy."""
+    model.train_loss = cfg.get("train", {}).get("loss", "cross_entropy")
+    return model
+
+
+def train_loss_kind(model: nnx.Module) -> str:
+    """The train.loss that `with_train_loss` recorded; cross-entropy for a model built otherwise
+    (a Hugging Face load, a test's bare model)."""
+    return getattr(model, "train_loss", "cross_entropy")
 
 
 def classifier_outputs(logits_bc: jax.Array, labels_b: jax.Array) -> dict[str, jax.Array]:

