@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from experiments import report, sweep
+from experiments import runs, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,10 +44,10 @@ def run_arm(workdir: Path, config: str, grid: dict[str, Sequence], sets: dict[st
 def best_value(workdir: Path, key: str, metric: str):
     """The value of key whose runs reach the best mean metric (diverged or failed runs lose)."""
     by_value: dict = {}
-    for run in report.find_runs([workdir]):
-        best = report.metric_values(run, metric)[1] if run.status == "done" else math.nan
+    for run in runs.find_runs([workdir]):
+        best = runs.metric_values(run, metric)[1] if run.status == "done" else math.nan
         by_value.setdefault(run.config.get(key), []).append(best)
-    sign = -1 if report.higher_is_better(metric) else 1
+    sign = -1 if runs.higher_is_better(metric) else 1
     scored = {v: sign * sum(b) / len(b) for v, b in by_value.items() if b and all(math.isfinite(x) for x in b)}
     if not scored:
         raise SystemExit(f"every run in {workdir} failed: see the logs named in its results")

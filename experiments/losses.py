@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from experiments import arms, report
+from experiments import arms, plots, report, runs
 
 CONFIG = str(arms.ROOT / "configs" / "vit_digits.py")
 METRIC = "val/accuracy"
@@ -42,16 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 
     dirs = [workdir / loss for loss in LOSSES]
     report.build(dirs, METRIC, ["optim.lr"], workdir)
-    runs = [r for r in report.find_runs(dirs) if r.config.get("optim.lr") == best[r.sweep]]
-    report.plot_curves(runs, [], METRIC, workdir / "curves_best.png")
+    best_runs = [r for r in runs.find_runs(dirs) if r.config.get("optim.lr") == best[r.sweep]]
+    plots.plot_curves(best_runs, [], METRIC, workdir / "curves_best.png")
     rows = ["| training loss | best lr (grid) | test accuracy | best validation accuracy | validation cross-entropy "
             "(final) | n |", "|---|---|---:|---:|---:|---:|"]
     info = {}
     for loss in LOSSES:
-        mine = [r for r in runs if r.sweep == loss and r.status == "done"]
-        test = report.mean_std([report.metric_values(r, "test/accuracy")[0] for r in mine])
-        val = report.mean_std([report.metric_values(r, METRIC)[1] for r in mine])
-        ce = report.mean_std([report.metric_values(r, "val/loss")[0] for r in mine])
+        mine = [r for r in best_runs if r.sweep == loss and r.status == "done"]
+        test = report.mean_std([runs.metric_values(r, "test/accuracy")[0] for r in mine])
+        val = report.mean_std([runs.metric_values(r, METRIC)[1] for r in mine])
+        ce = report.mean_std([runs.metric_values(r, "val/loss")[0] for r in mine])
         rows.append(f"| {loss} | {best[loss]:g} ({', '.join(f'{x:g}' for x in lrs)}) | {report.fmt(*test)} | "
                     f"{report.fmt(*val)} | {report.fmt(*ce)} | {len(mine)} |")
         info[loss] = {"best_lr": best[loss], "test_accuracy": test, "val_accuracy": val, "val_cross_entropy": ce}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from experiments import arms, report
+from experiments import arms, plots, report, runs
 
 CONFIG = str(arms.ROOT / "configs" / "gpt_char.py") + ":baby"
 METRIC = "val/loss"
@@ -57,21 +57,21 @@ def main(argv: list[str] | None = None) -> int:
 
     dirs = [workdir / name for name in OPTIMIZERS]
     report.build(dirs, METRIC, ["optim.lr"], workdir)
-    runs = [r for r in report.find_runs(dirs) if r.config.get("optim.lr") == best[r.sweep]]
-    report.plot_curves(runs, [], METRIC, workdir / "curves_best.png")
+    best_runs = [r for r in runs.find_runs(dirs) if r.config.get("optim.lr") == best[r.sweep]]
+    plots.plot_curves(best_runs, [], METRIC, workdir / "curves_best.png")
     rows = ["| optimizer | best lr (grid) | validation loss, best lr (mean ± std, n) | final train loss |",
             "|---|---|---:|---:|"]
     info = {}
     for name, (_, quick_lrs, full_lrs) in OPTIMIZERS.items():
-        mine = [r for r in runs if r.sweep == name and r.status == "done"]
-        val = report.mean_std([report.metric_values(r, METRIC)[1] for r in mine])
-        train = report.mean_std([report.metric_values(r, "train/loss")[0] for r in mine])
+        mine = [r for r in best_runs if r.sweep == name and r.status == "done"]
+        val = report.mean_std([runs.metric_values(r, METRIC)[1] for r in mine])
+        train = report.mean_std([runs.metric_values(r, "train/loss")[0] for r in mine])
         grid = full_lrs if args.full else quick_lrs
         rows.append(f"| {name} | {best[name]:g} ({', '.join(f'{x:g}' for x in grid)}) | "
                     f"{report.fmt(*val)} (n={len(mine)}) | {report.fmt(*train)} |")
         info[name] = {"best_lr": best[name], "val_loss": val, "train_loss": train, "n": len(mine)}
     text = "\n".join(rows) + "\n\n" + "".join(f"Note: {e}.\n" for e in edges)
-    text += f"\nEvery run (each learning rate): results.md; plots: val_loss_vs_optim.lr.png, curves_best.png.\n\n"
+    text += "\nEvery run (each learning rate): results.md; plots: val_loss_vs_optim.lr.png, curves_best.png.\n\n"
     text += arms.provenance("python -m experiments.optimizers" + (" --full" if args.full else ""), started)
     arms.write_summary(workdir, "Optimizers at their best learning rates (character GPT)", text, info)
     return 0

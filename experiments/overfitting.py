@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from experiments import arms, report
+from experiments import arms, plots, report, runs
 
 CONFIG = str(arms.ROOT / "configs" / "bert_cls.py")
 METRIC = "val/accuracy"
@@ -62,18 +62,18 @@ def main(argv: list[str] | None = None) -> int:
 
     dirs = [workdir / arm for arm in ARMS]
     report.build(dirs, METRIC, [key for _, key, _, _ in ARMS.values() if key], workdir)
-    runs = [r for r in report.find_runs(dirs) if r.status == "done"
+    chosen_runs = [r for r in runs.find_runs(dirs) if r.status == "done"
             and (chosen[r.sweep] is None or r.config.get(chosen[r.sweep][0]) == chosen[r.sweep][1])]
-    report.plot_curves(runs, [], "val/loss", workdir / "curves_chosen.png")
+    plots.plot_curves(chosen_runs, [], "val/loss", workdir / "curves_chosen.png")
     rows = ["| method (strength) | test accuracy | best val accuracy | final train loss | final val loss | "
             "gap (val - train) | n |", "|---|---:|---:|---:|---:|---:|---:|"]
     info = {}
     for arm in ARMS:
-        mine = [r for r in runs if r.sweep == arm]
-        train = [report.metric_values(r, "train/loss")[0] for r in mine]
-        val = [report.metric_values(r, "val/loss")[0] for r in mine]
-        cols = {"test": report.mean_std([report.metric_values(r, "test/accuracy")[0] for r in mine]),
-                "val_acc": report.mean_std([report.metric_values(r, METRIC)[1] for r in mine]),
+        mine = [r for r in chosen_runs if r.sweep == arm]
+        train = [runs.metric_values(r, "train/loss")[0] for r in mine]
+        val = [runs.metric_values(r, "val/loss")[0] for r in mine]
+        cols = {"test": report.mean_std([runs.metric_values(r, "test/accuracy")[0] for r in mine]),
+                "val_acc": report.mean_std([runs.metric_values(r, METRIC)[1] for r in mine]),
                 "train_loss": report.mean_std(train), "val_loss": report.mean_std(val),
                 "gap": report.mean_std([v - t for v, t in zip(val, train)])}
         label = arm + (f" ({chosen[arm][0]}={chosen[arm][1]:g})" if chosen[arm] else "")

@@ -26,7 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
-from experiments import arms, report
+from experiments import arms, report, runs
 
 CONFIG = str(arms.ROOT / "configs" / "bert_cls.py")
 MLM_CONFIG = str(arms.ROOT / "configs" / "bert_mlm.py")
@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     report.build(dirs, METRIC, ["data.max_train_examples"], workdir)
 
     curves: dict[str, dict[int, list[float]]] = {s: {} for s in [*STARTS, "tfidf", "majority"]}
-    for r in report.find_runs(dirs):
+    for r in runs.find_runs(dirs):
         if r.status == "done":
             size = r.config["data.max_train_examples"]
-            curves[r.sweep].setdefault(size, []).append(report.metric_values(r, "test/accuracy")[0])
+            curves[r.sweep].setdefault(size, []).append(runs.metric_values(r, "test/accuracy")[0])
     for size in SIZES[mode]:
         for seed in seeds:
             tfidf, majority = tfidf_accuracy(size, seed)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| {size:,} | " + " | ".join(
             report.fmt(*report.mean_std(curves[s].get(size, []))) + f" (n={len(curves[s].get(size, []))})"
             for s in curves) + " |")
-    mlm_val = report.metric_values(report.load_run(mlm, "mlm"), "val/accuracy")[1]
+    mlm_val = runs.metric_values(runs.load_run(mlm, "mlm"), "val/accuracy")[1]
     text = "\n".join(rows) + (
         f"\n\nTest accuracy (2,481 speeches), mean ± std over seeds {seeds}. The MLM start was pretrained to "
         f"masked-token accuracy {mlm_val:.3f} ({mlm}). Plot: accuracy_vs_labels.png; every run: results.md.\n\n")

@@ -30,7 +30,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from experiments import arms, report
+from experiments import arms, report, runs
 
 CONFIG = str(arms.ROOT / "configs" / "gpt_char.py") + ":baby"
 METRIC = "val/loss"
@@ -82,24 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     arms.run_arm(workdir, CONFIG, {axis: [f"{n}:{d}:{h}:{4 * d}" for n, d, h in SIZES[mode]]}, BUDGET[mode], [0],
                  args.jobs, METRIC)
     report.build([workdir], METRIC, None, workdir)
-    runs = {f"L{r.config['model.num_layers']}_d{r.config['model.width']}": r for r in report.find_runs([workdir])
+    by_size = {f"L{r.config['model.num_layers']}_d{r.config['model.width']}": r for r in runs.find_runs([workdir])
             if r.status == "done"}
-    if len(runs) < 3:
-        raise SystemExit(f"only {len(runs)} sizes finished: see {workdir}/results.md")
-    sizes = [f"L{n}_d{d}" for n, d, _ in SIZES[mode] if f"L{n}_d{d}" in runs]
-    n_params = np.array([non_embedding_params(runs[n].config) for n in sizes], float)
-    loss = np.array([report.metric_values(runs[n], METRIC)[1] for n in sizes])
-    tokens_per_step = runs[sizes[-1]].config["train.batch_size"] * runs[sizes[-1]].config["data.seq_len"]
+    if len(by_size) < 3:
+        raise SystemExit(f"only {len(by_size)} sizes finished: see {workdir}/results.md")
+    sizes = [f"L{n}_d{d}" for n, d, _ in SIZES[mode] if f"L{n}_d{d}" in by_size]
+    n_params = np.array([non_embedding_params(by_size[n].config) for n in sizes], float)
+    loss = np.array([runs.metric_values(by_size[n], METRIC)[1] for n in sizes])
+    tokens_per_step = by_size[sizes[-1]].config["train.batch_size"] * by_size[sizes[-1]].config["data.seq_len"]
     alpha_n, n_c = fit_power_law(n_params, loss)
     offset = fit_offset_power_law(n_params, loss)
-    curve = runs[sizes[-1]].curves["validation/loss"]
+    curve = by_size[sizes[-1]].curves["validation/loss"]
     steps = np.array(sorted(curve), float)
     d_fit = fit_offset_power_law(steps * tokens_per_step, np.array([curve[s] for s in sorted(curve)]))
     alpha_d, _ = fit_power_law(steps * tokens_per_step, np.array([curve[s] for s in sorted(curve)]))
-    plot(runs, sizes, n_params, loss, tokens_per_step, (alpha_n, n_c), offset, d_fit, workdir / "scaling.png")
+    plot(by_size, sizes, n_params, loss, tokens_per_step, (alpha_n, n_c), offset, d_fit, workdir / "scaling.png")
 
     rows = ["| model | non-embedding params N | best validation loss | tokens/s |", "|---|---:|---:|---:|"]
-    rows += [f"| {n} | {int(p):,} | {v:.4f} | {runs[n].speed:,.0f} |" for n, p, v in zip(sizes, n_params, loss)]
+    rows += [f"| {n} | {int(p):,} | {v:.4f} | {by_size[n].speed:,.0f} |" for n, p, v in zip(sizes, n_params, loss)]
     fits = ["| exponent | ours | published |", "|---|---:|---:|",
             f"| alpha_N, pure power law L = (N_c/N)^alpha | {alpha_n:.3f} | 0.076 (Kaplan et al. 2020) |",
             f"| alpha, L = E + A/N^alpha | {offset[2]:.3f} (E = {offset[0]:.3f}) | 0.34 (Hoffmann et al. 2022) |"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def plot(runs, sizes, n_params, loss, tokens_per_step, pure, offset, d_fit, path: Path) -> None:
+def plot(by_size, sizes, n_params, loss, tokens_per_step, pure, offset, d_fit, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,11 +141,11 @@ def plot(runs, sizes, n_params, loss, tokens_per_step, pure, offset, d_fit, path
     ax_n.legend(fontsize=8)
     ax_n.grid(alpha=0.3, which="both")
     for name in sizes:
-        curve = runs[name].curves["validation/loss"]
+        curve = by_size[name].curves["validation/loss"]
         steps = sorted(curve)
         ax_d.loglog([s * tokens_per_step for s in steps], [curve[s] for s in steps], marker=".", label=name)
     if d_fit:
-        curve = runs[sizes[-1]].curves["validation/loss"]
+        curve = by_size[sizes[-1]].curves["validation/loss"]
         d = np.geomspace(min(curve) * tokens_per_step, max(curve) * tokens_per_step, 100)
         ax_d.loglog(d, d_fit[0] + d_fit[1] * d ** -d_fit[2], "k--", label=f"{sizes[-1]}: E + B/D^{d_fit[2]:.2f}")
     ax_d.set_xlabel("tokens (characters) seen")

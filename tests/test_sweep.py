@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from bigmodel_jax import train
-from experiments import report, sweep
+from experiments import points, report, search
 from tests.conftest import ROOT, tiny_config
 
 CONFIG = str(ROOT / "configs" / "gpt_char.py") + ":baby"
@@ -40,38 +40,38 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_grid_expansion_and_names(tmp_path):
-    grid = sweep.parse_assignments(["model.dropout=0,0.1", "--config.optim.lr=1e-3,3e-3,1e-2"], "--grid", True)
-    sets = sweep.parse_assignments(["train.num_steps=50"], "--set", False)
-    points = sweep.expand_grid(tmp_path, grid, [0, 1], sets)
-    assert len(points) == 2 * 3 * 2
-    assert len({p.folder for p in points}) == len(points)
-    first = points[0]
+    grid = points.parse_assignments(["model.dropout=0,0.1", "--config.optim.lr=1e-3,3e-3,1e-2"], "--grid", True)
+    sets = points.parse_assignments(["train.num_steps=50"], "--set", False)
+    expanded = points.expand_grid(tmp_path, grid, [0, 1], sets)
+    assert len(expanded) == 2 * 3 * 2
+    assert len({p.folder for p in expanded}) == len(expanded)
+    first = expanded[0]
     assert first.grid == {"model.dropout": "0", "optim.lr": "1e-3", "seed": "0"}
     assert first.overrides == ["train.num_steps=50", "model.dropout=0", "optim.lr=1e-3", "seed=0"]
     assert first.name == "model.dropout=0,optim.lr=1e-3,seed=0"
     # a value a folder name cannot hold as it is gets a hash, so two such values never collide
-    a, b = (sweep.expand_grid(tmp_path, {"init_from": [v]}, [0], {})[0].name for v in ("runs/a b", "runs/a_b"))
+    a, b = (points.expand_grid(tmp_path, {"init_from": [v]}, [0], {})[0].name for v in ("runs/a b", "runs/a_b"))
     assert a != b and "/" not in a
     # an axis of keys that move together: sizes as (layers, width) pairs, times the seeds
-    tied = sweep.expand_grid(tmp_path, sweep.parse_assignments(["model.num_layers:model.width=1:32,4:128"], "--grid",
+    tied = points.expand_grid(tmp_path, points.parse_assignments(["model.num_layers:model.width=1:32,4:128"], "--grid",
                                                                True), [0, 1], {})
     assert [p.grid for p in tied[::2]] == [{"model.num_layers": "1", "model.width": "32", "seed": "0"},
                                            {"model.num_layers": "4", "model.width": "128", "seed": "0"}]
     assert tied[3].overrides == ["model.num_layers=4", "model.width=128", "seed=1"]
-    with pytest.raises(sweep.SweepError, match="as many"):
-        sweep.parse_assignments(["model.num_layers:model.width=1:32,4"], "--grid", True)
-    with pytest.raises(sweep.SweepError, match="KEY=VALUE"):
-        sweep.parse_assignments(["model.dropout"], "--grid", True)
-    with pytest.raises(sweep.SweepError, match="twice"):
-        sweep.parse_assignments(["a=1", "a=2"], "--set", False)
+    with pytest.raises(points.SweepError, match="as many"):
+        points.parse_assignments(["model.num_layers:model.width=1:32,4"], "--grid", True)
+    with pytest.raises(points.SweepError, match="KEY=VALUE"):
+        points.parse_assignments(["model.dropout"], "--grid", True)
+    with pytest.raises(points.SweepError, match="twice"):
+        points.parse_assignments(["a=1", "a=2"], "--set", False)
 
 
 def test_search_space_parsing():
-    space = sweep.parse_space(["optim.lr=log(1e-4,1e-2)", "model.dropout=choice(0,0.1)", "model.num_layers=int(1,4)"])
+    space = search.parse_space(["optim.lr=log(1e-4,1e-2)", "model.dropout=choice(0,0.1)", "model.num_layers=int(1,4)"])
     assert space["optim.lr"] == ("log", ["1e-4", "1e-2"])
     for bad in ("optim.lr=log(0,1)", "optim.lr=uniform(2,1)", "optim.lr=normal(0,1)", "optim.lr=log(a,b)"):
-        with pytest.raises(sweep.SweepError, match="--space"):
-            sweep.parse_space([bad])
+        with pytest.raises(points.SweepError, match="--space"):
+            search.parse_space([bad])
 
 
 def test_bad_key_refuses_the_whole_sweep_before_running(tmp_path):

@@ -1,0 +1,104 @@
+"""The report's plots (matplotlib, Agg): learning curves with the seeds' spread, and a metric
+against a setting with error bars."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from experiments.runs import Run, column, parse_metric
+
+def label(entry_values: dict) -> str:
+    return ", ".join(show(v) if k == "sweep" else f"{k.split('.')[-1]}={show(v)}"
+                     for k, v in entry_values.items()) or "run"
+
+
+def show(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def sortable(v: Any) -> tuple:
+    return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, str(v))
+
+
+def plot_curves(runs: list[Run], keys: list[str], metric: str, path: Path) -> None:
+    """Train loss and the validation metric against steps: a line per setting (mean over its
+    seeds at the steps they share), the seeds' min..max as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split, name = parse_metric(metric)
+    val_curve = f"validation/{name}" if split != "train" else "validation/loss"
+    panels = [("train/loss", "train loss"), (val_curve, val_curve.replace("validation/", "validation "))]
+    groups: dict[tuple, list[Run]] = {}
+    several = len({r.sweep for r in runs}) > 1
+    for r in runs:
+        if r.curves:
+            gk = ((("sweep", r.sweep),) if several else ()) + tuple((k, r.config.get(k, "")) for k in keys)
+            groups.setdefault(gk, []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    for i, (gk, members) in enumerate(sorted(groups.items(), key=lambda kv: [sortable(v) for _, v in kv[0]])):
+        for ax, (curve, _) in zip(axes, panels):
+            series = [r.curves.get(curve, {}) for r in members]
+            steps = sorted(set.intersection(*(set(s) for s in series))) if all(series) else []
+            if not steps:
+                continue
+            values = [[s[t] for s in series] for t in steps]
+            mean = [statistics.fmean(v) for v in values]
+            ax.plot(steps, mean, color=colors(i % colors.N), label=label(dict(gk)) + f" (n={len(series)})")
+            if len(series) > 1:
+                ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values],
+                                color=colors(i % colors.N), alpha=0.2, linewidth=0)
+    for ax, (_, title) in zip(axes, panels):
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_metric_vs_key(table: list[dict], keys: list[str], key: str, metric: str, path: Path) -> None:
+    """The metric's best value against one key, a line per combination of the other keys (and
+    sweeps), error bars the std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    col = f"best_{column(metric)}"
+    others = [c for c in ["sweep", *keys] if c != key and any(c in e for e in table)]
+    lines: dict[tuple, list[dict]] = {}
+    for e in table:
+        if not math.isnan(e[col][0]):
+            lines.setdefault(tuple(e.get(c) for c in others), []).append(e)
+    xs_all = [e[key] for e in table]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs_all)
+    categories = sorted({str(x) for x in xs_all}, key=lambda s: sortable(s))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for lk, entries in sorted(lines.items(), key=lambda kv: [sortable(v) for v in kv[0]]):
+        entries = sorted(entries, key=lambda e: sortable(e[key]))
+        xs = [e[key] if numeric else categories.index(str(e[key])) for e in entries]
+        ys = [e[col][0] for e in entries]
+        err = [0.0 if math.isnan(e[col][1]) else e[col][1] for e in entries]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label(dict(zip(others, lk))) if others else None)
+    if numeric and xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 50:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(range(len(categories)), categories, rotation=20)
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"best {metric}")
+    ax.grid(alpha=0.3)
+    if others:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
