@@ -234,8 +234,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         cfg.model.num_layers, cfg.model.width, seq_len, task.matmul_params(cfg))
     peak = metrics_lib.peak_flops_per_device(cfg.model.dtype) * num_devices
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
-    if is_main:  # what experiments.report reads to tell runs apart (runs made by hand included)
-        (workdir / "config.json").write_text(cfg.to_json(indent=1) + "\n")
+    if is_main:  # what experiments.report reads to tell runs apart (not config.json: that name marks a HF directory)
+        (workdir / "train_config.json").write_text(cfg.to_json(indent=1) + "\n")
 
     def meta_now(step: int) -> dict:
         return {"step": step, "data_state": data_iter.get_state(), "config": cfg.to_json(),

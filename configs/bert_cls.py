@@ -11,8 +11,9 @@
 Variants: `play` (38 plays), `polarity` (gensim's 200 review sentences). The run ends on the best
 validation accuracy (early stopping with patience) and prints the test split's accuracy.
 
-Expected, as measured by `python -m experiments.pretraining_helps` (2026-11-29; it caps genre
-training at 4,000 speeches and 500 steps): genre test accuracy (a) MiniLM 0.449, (b) 0.363,
+Expected, as measured by the first, one-size version of `experiments/pretraining_helps.py`
+(2026-11-29; genre training capped at 4,000 speeches and 500 steps; docs/bert.md has the overrides):
+genre test accuracy (a) MiniLM 0.449, (b) 0.363,
 (c) 0.372 (TF-IDF: 0.369); polarity (a) 0.791, (b) 0.395, (c) 0.326 (TF-IDF: 0.512). This file's
 full default (all 17,418 speeches, up to 1,500 steps) has not been timed here.
 """

@@ -41,14 +41,16 @@ def run_arm(workdir: Path, config: str, grid: dict[str, Sequence], sets: dict[st
     return workdir
 
 
-def best_value(workdir: Path, key: str, metric: str):
-    """The value of key whose runs reach the best mean metric (diverged or failed runs lose)."""
-    by_value: dict = {}
+def best_value(workdir: Path, key: str, metric: str, seed: int = 0):
+    """The value of key whose run with the tuning seed reaches the best metric (a diverged or
+    failed run loses). Only that seed counts, so the choice stays the same when the chosen value's
+    other seeds have run (a rerun of the ablation makes the same choice)."""
+    sign = -1 if runs.higher_is_better(metric) else 1
+    scored = {}
     for run in runs.find_runs([workdir]):
         best = runs.metric_values(run, metric)[1] if run.status == "done" else math.nan
-        by_value.setdefault(run.config.get(key), []).append(best)
-    sign = -1 if runs.higher_is_better(metric) else 1
-    scored = {v: sign * sum(b) / len(b) for v, b in by_value.items() if b and all(math.isfinite(x) for x in b)}
+        if run.seed == seed and math.isfinite(best):
+            scored[run.config.get(key)] = sign * best
     if not scored:
         raise SystemExit(f"every run in {workdir} failed: see the logs named in its results")
     return min(scored, key=scored.get)

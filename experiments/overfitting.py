@@ -12,7 +12,9 @@ to fit the 200 labels nearly perfectly, while the validation loss turns up after
 - dropout: model.dropout (BERT's own 0.1 in the quick version);
 - L2: optim.l2, a coupled penalty (strength/2) * sum(w^2) on every matrix, added to the loss gradient;
 - L1: optim.l1, strength * sum|w| on every matrix (its subgradient);
-- early stopping: patience 3 evaluations on validation accuracy, ending on the best checkpoint.
+- early stopping: patience 3 evaluations on validation loss, ending on the best checkpoint (the
+  accuracy of 128 validation speeches moves in steps of 0.8 points: stopping on it, a first run
+  stopped at the first evaluation).
 
 Each is scored by the test split (2,481 speeches of plays' scenes none of the training speeches
 comes from) and by the generalization gap: validation cross-entropy minus training cross-entropy
@@ -35,7 +37,7 @@ ARMS = {
     "dropout": ({}, "model.dropout", [0.1], [0.1, 0.2, 0.3]),
     "l2": ({}, "optim.l2", [0.1], [0.01, 0.1, 1.0]),
     "l1": ({}, "optim.l1", [1e-3], [1e-4, 1e-3, 1e-2]),
-    "early_stopping": ({"train.patience": 3, "train.restore_best": True}, None, [], []),
+    "early_stopping": ({"train.patience": 3, "train.restore_best": True, "train.eval_metric": "loss"}, None, [], []),
 }
 SETUP = {"init_from": "minilm", "data.max_train_examples": 200, "data.seq_len": 32, "train.batch_size": 16,
          "train.eval_every": 8, "train.eval_batches": 8, "train.log_every": 8, "train.checkpoint_every": 40,

@@ -12,7 +12,7 @@ tokens, 400 steps. Four learners per n:
 
   minilm  the packaged pretrained MiniLM (all-MiniLM-L6-v2, 22.7 M params), finetuned;
   mlm     our small BERT (configs/bert_mlm.py: 4 layers, width 256) MLM-pretrained on the plays
-          (quick: 200 steps into WORKDIR/mlm; --full: the config's 1,200 steps), finetuned;
+          (quick: 200 steps into WORKDIR/mlm_pretrain; --full: the config's 1,200 steps), finetuned;
   random  the same small BERT and WordPiece vocabulary from random init;
   tfidf   TF-IDF (word 1-2 grams) + logistic regression (scikit-learn) on the same subset.
 
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (mlm / "tokenizer").is_dir():
             raise SystemExit(f"--mlm-workdir {mlm}: no MLM run there (its tokenizer/ folder is missing)")
     else:
-        arms.run_arm(workdir / "mlm", MLM_CONFIG, {}, {"train.num_steps": MLM_STEPS[mode]}, [0], 1, "val/loss")
-        mlm = (workdir / "mlm" / "seed=0").resolve()
+        arms.run_arm(workdir / "mlm_pretrain", MLM_CONFIG, {}, {"train.num_steps": MLM_STEPS[mode]}, [0], 1, "val/loss")
+        mlm = (workdir / "mlm_pretrain" / "seed=0").resolve()
     for start, overrides in STARTS.items():
         arms.run_arm(workdir / start, CONFIG, {"data.max_train_examples": SIZES[mode]},
                      {**SHARED, **FINETUNE[mode], **overrides(mlm)}, seeds, args.jobs, METRIC)

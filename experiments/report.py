@@ -5,7 +5,7 @@
     python -m experiments.report runs/a runs/b runs/c --keys optim.lr    # group by these keys only
 
 A run is any folder holding the trainer's metrics.jsonl (or a sweep's point.json). What tells runs
-apart is read from their config.json: a sweep's grid keys, or else every config key whose value
+apart is read from their train_config.json: a sweep's grid keys, or else every config key whose value
 differs between the runs (the seed aside: seeds of one setting are averaged). Several DIRs are
 compared side by side, each a "sweep" (its folder name) in the tables and one line in the plots.
 

@@ -1,4 +1,4 @@
-"""Reading runs back: a run folder's config.json, metrics.jsonl, summary.json and the sweep's
+"""Reading runs back: a run folder's train_config.json, metrics.jsonl, summary.json and the sweep's
 point.json / sweep_status.json, for the report, the sweep's search and the ablations."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def read_curves(path: Path) -> tuple[dict[str, dict[int, float]], float]:
 def load_run(folder: Path, sweep: str) -> Run:
     point = read_json(folder / "point.json") or {}
     config = {k: _literal(v) for k, v in point.get("grid", {}).items()}  # a point that failed before training
-    config |= flatten(read_json(folder / "config.json") or {})
+    config |= flatten(read_json(folder / "train_config.json") or {})
     summary = read_json(folder / "summary.json")
     status_file = read_json(folder / "sweep_status.json") or {}
     curves, speed = read_curves(folder / "metrics.jsonl")

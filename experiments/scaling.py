@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             f"| alpha_D, pure power law in tokens seen (largest model, one run) | {alpha_d:.3f} | 0.095 (Kaplan) |",
             f"| beta, L = E + B/D^beta (largest model, one run) | {d_fit[2]:.3f} (E = {d_fit[0]:.3f}) | "
             "0.28 (Hoffmann) |" if d_fit else "| beta | fit did not converge | 0.28 (Hoffmann) |"]
+    if any(fit and fit[0] < 1e-3 for fit in (offset, d_fit)):
+        fits.append("\nE = 0 is the fit's lower bound: no floor shows at these sizes and budgets, so the offset "
+                    "form reduces to the pure power law.")
     tokens = BUDGET[mode]["train.num_steps"] * tokens_per_step
     text = "\n".join(rows) + "\n\n" + "\n".join(fits) + (
         f"\n\nEvery size saw the same {tokens:,} characters ({BUDGET[mode]['train.num_steps']} steps of "

@@ -124,7 +124,7 @@ def test_failed_point_is_isolated_and_finished_points_are_skipped(tmp_path, tfds
     bad = tmp_path / "w" / "model.dropout=1.5,seed=0"
     assert "model.dropout" in r.stdout and str(bad / "train.log") in r.stdout
     rows = {row["model.dropout"]: row for row in read_csv(tmp_path / "w" / "results.csv")}
-    assert rows["0.0"]["status"] == "done" and rows["1.5"]["status"] == "failed"
+    assert rows["0"]["status"] == "done" and rows["1.5"]["status"] == "failed"
     assert "a rate in [0, 1)" in rows["1.5"]["reason"]
     done = tmp_path / "w" / "model.dropout=0,seed=0" / "summary.json"
     stamp = done.stat().st_mtime_ns
