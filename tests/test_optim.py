@@ -52,7 +52,7 @@ def test_clipping_bounds_the_update_norm():
                                       weight_decay=0.0, clip_norm=1.0), 10)
     p = {"w": jnp.zeros(4)}
     u, _ = tx.update({"w": jnp.full(4, 100.0)}, tx.init(p), p)
-    assert float(optax.global_norm(u)) == pytest.approx(1.0, rel=1e-5)
+    assert float(optax.tree.norm(u)) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_gradient_accumulation_equals_full_batch():
