@@ -23,6 +23,7 @@ def parser(prog: str, doc: str, workdir: str) -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=workdir, help=f"one sweep folder per arm under it (default {workdir})")
     p.add_argument("--full", action="store_true", help="the larger version (longer runs, wider grids)")
     p.add_argument("--jobs", type=int, default=2, help="points run at once (default 2: one per core here)")
+    p.set_defaults(command=prog, started=time.time())
     return p
 
 
@@ -39,6 +40,18 @@ def run_arm(workdir: Path, config: str, grid: dict[str, Sequence], sets: dict[st
     if rc == 130:  # Ctrl-C: stop the whole ablation (rerun it to resume)
         raise KeyboardInterrupt
     return workdir
+
+
+def tuned_arm(workdir: Path, config: str, key: str, values: Sequence, sets: dict[str, object], seeds: Sequence[int],
+              jobs: int, metric: str):
+    """Tunes key over values on the first seed, then runs the best value with every seed (the
+    first seed's run is reused); returns that value."""
+    best = values[0]
+    if len(values) > 1:
+        run_arm(workdir, config, {key: values}, sets, seeds[:1], jobs, metric)
+        best = best_value(workdir, key, metric, seeds[0])
+    run_arm(workdir, config, {key: [best]}, sets, seeds, jobs, metric)
+    return best
 
 
 def best_value(workdir: Path, key: str, metric: str, seed: int = 0):
@@ -66,8 +79,10 @@ def provenance(command: str, started: float) -> str:
             f"{(time.time() - started) / 60:.1f} min")
 
 
-def write_summary(workdir: Path, title: str, text: str, info: dict) -> None:
-    """summary.md (the ablation's tables, what it says) and summary.json (its numbers)."""
+def write_summary(workdir: Path, title: str, text: str, info: dict, args: argparse.Namespace) -> None:
+    """summary.md (the ablation's tables, what it says, and the provenance line) and summary.json
+    (its numbers)."""
+    text += provenance(args.command + (" --full" if args.full else ""), args.started)
     (workdir / "summary.md").write_text(f"# {title}\n\n{text}\n")
     (workdir / "summary.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
     print(f"\n# {title}\n\n{text}\n\nwritten to {workdir}: summary.md, summary.json and the plots")

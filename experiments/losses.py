@@ -14,7 +14,6 @@ split is scored once, with the params of the best validation accuracy.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from experiments import arms, plots, report, runs
@@ -30,15 +29,10 @@ FULL = {"train.patience": 0}  # every run the whole budget: the same budget for 
 
 def main(argv: list[str] | None = None) -> int:
     args = arms.parser("python -m experiments.losses", __doc__, "runs/ablations/losses").parse_args(argv)
-    started, workdir = time.time(), Path(args.workdir)
+    workdir = Path(args.workdir)
     budget, lrs = (FULL, LRS["full"]) if args.full else (QUICK, LRS["quick"])
-    best = {}
-    for loss in LOSSES:
-        arms.run_arm(workdir / loss, CONFIG, {"optim.lr": lrs}, {"train.loss": loss, **budget}, [0], args.jobs, METRIC)
-        best[loss] = arms.best_value(workdir / loss, "optim.lr", METRIC)
-    for loss in LOSSES:
-        arms.run_arm(workdir / loss, CONFIG, {"optim.lr": [best[loss]]}, {"train.loss": loss, **budget}, [0, 1, 2],
-                     args.jobs, METRIC)
+    best = {loss: arms.tuned_arm(workdir / loss, CONFIG, "optim.lr", lrs, {"train.loss": loss, **budget}, [0, 1, 2],
+                                 args.jobs, METRIC) for loss in LOSSES}
 
     dirs = [workdir / loss for loss in LOSSES]
     report.build(dirs, METRIC, ["optim.lr"], workdir)
@@ -58,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(rows) + "\n\nmean ± std over seeds 0, 1, 2 at each loss's best learning rate; the test " \
         "split (360 digits) scored with the params of the best validation accuracy.\n"
     text += "Every run: results.md; plots: val_accuracy_vs_optim.lr.png, curves_best.png.\n\n"
-    text += arms.provenance("python -m experiments.losses" + (" --full" if args.full else ""), started)
-    arms.write_summary(workdir, "Cross-entropy vs MSE for classification (ViT on 8x8 digits)", text, info)
+    arms.write_summary(workdir, "Cross-entropy vs MSE for classification (ViT on 8x8 digits)", text, info, args)
     return 0
 
 

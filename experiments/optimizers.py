@@ -18,7 +18,6 @@ summary.md.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from experiments import arms, plots, report, runs
@@ -41,19 +40,16 @@ FULL = {"train.eval_every": 250, "train.checkpoint_every": 500}
 
 def main(argv: list[str] | None = None) -> int:
     args = arms.parser("python -m experiments.optimizers", __doc__, "runs/ablations/optimizers").parse_args(argv)
-    started, workdir = time.time(), Path(args.workdir)
+    workdir = Path(args.workdir)
     budget = FULL if args.full else QUICK
     seeds = [0, 1, 2]
     best, edges = {}, []
-    for name, (overrides, quick_lrs, full_lrs) in OPTIMIZERS.items():  # 1) each optimizer's learning rate
+    for name, (overrides, quick_lrs, full_lrs) in OPTIMIZERS.items():
         lrs = full_lrs if args.full else quick_lrs
-        arms.run_arm(workdir / name, CONFIG, {"optim.lr": lrs}, {**overrides, **budget}, [0], args.jobs, METRIC)
-        best[name] = arms.best_value(workdir / name, "optim.lr", METRIC)
+        best[name] = arms.tuned_arm(workdir / name, CONFIG, "optim.lr", lrs, {**overrides, **budget}, seeds,
+                                    args.jobs, METRIC)
         if best[name] in (lrs[0], lrs[-1]):
             edges.append(f"{name}'s best rate {best[name]:g} is at the edge of its grid {lrs}")
-    for name, (overrides, _, _) in OPTIMIZERS.items():  # 2) the best rate of each with three seeds
-        arms.run_arm(workdir / name, CONFIG, {"optim.lr": [best[name]]}, {**overrides, **budget}, seeds,
-                     args.jobs, METRIC)
 
     dirs = [workdir / name for name in OPTIMIZERS]
     report.build(dirs, METRIC, ["optim.lr"], workdir)
@@ -72,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         info[name] = {"best_lr": best[name], "val_loss": val, "train_loss": train, "n": len(mine)}
     text = "\n".join(rows) + "\n\n" + "".join(f"Note: {e}.\n" for e in edges)
     text += "\nEvery run (each learning rate): results.md; plots: val_loss_vs_optim.lr.png, curves_best.png.\n\n"
-    text += arms.provenance("python -m experiments.optimizers" + (" --full" if args.full else ""), started)
-    arms.write_summary(workdir, "Optimizers at their best learning rates (character GPT)", text, info)
+    arms.write_summary(workdir, "Optimizers at their best learning rates (character GPT)", text, info, args)
     return 0
 
 

@@ -23,7 +23,6 @@ comes from) and by the generalization gap: validation cross-entropy minus traini
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from experiments import arms, plots, report, runs
@@ -48,19 +47,19 @@ STEPS = {"quick": 80, "full": 200}
 
 def main(argv: list[str] | None = None) -> int:
     args = arms.parser("python -m experiments.overfitting", __doc__, "runs/ablations/overfitting").parse_args(argv)
-    started, workdir = time.time(), Path(args.workdir)
+    workdir = Path(args.workdir)
     mode = "full" if args.full else "quick"
     base = {**SETUP, **NOTHING, "train.num_steps": STEPS[mode]}
     seeds = [0, 1, 2] if args.full else [0, 1]
     chosen = {}
     for arm, (sets, key, quick_values, full_values) in ARMS.items():
-        values = full_values if args.full else quick_values
-        grid = {key: values} if key else {}
-        if key and len(values) > 1:  # tune the strength on seed 0, then run the best with every seed
-            arms.run_arm(workdir / arm, CONFIG, grid, {**base, **sets}, [0], args.jobs, METRIC)
-            grid = {key: [arms.best_value(workdir / arm, key, METRIC)]}
-        arms.run_arm(workdir / arm, CONFIG, grid, {**base, **sets}, seeds, args.jobs, METRIC)
-        chosen[arm] = (key, grid[key][0]) if key else None
+        if key:  # the strength tuned on seed 0 (when there is a choice), then run with every seed
+            values = full_values if args.full else quick_values
+            chosen[arm] = (key, arms.tuned_arm(workdir / arm, CONFIG, key, values, {**base, **sets}, seeds,
+                                               args.jobs, METRIC))
+        else:
+            arms.run_arm(workdir / arm, CONFIG, {}, {**base, **sets}, seeds, args.jobs, METRIC)
+            chosen[arm] = None
 
     dirs = [workdir / arm for arm in ARMS]
     report.build(dirs, METRIC, [key for _, key, _, _ in ARMS.values() if key], workdir)
@@ -86,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "run's last evaluation (for early stopping: the step it stopped at; its test accuracy uses the best "
         "checkpoint). Validation: 128 speeches; test: 2,481.\n\nPlots: curves_chosen.png (train and validation "
         "loss per method), curves.png (every run).\n\n")
-    text += arms.provenance("python -m experiments.overfitting" + (" --full" if args.full else ""), started)
     arms.write_summary(workdir, "Overfitting a few labels: dropout, L2, L1, early stopping (MiniLM, 200 labels)",
-                       text, info)
+                       text, info, args)
     return 0
 
 

@@ -23,7 +23,6 @@ checkpoint. Writes accuracy_vs_labels.png and summary.md into --workdir.
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 
 from experiments import arms, report, runs
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p = arms.parser("python -m experiments.pretraining_helps", __doc__, "runs/ablations/pretraining_helps")
     p.add_argument("--mlm-workdir", default="", help="a finished MLM run to start (mlm) from; default: train one")
     args = p.parse_args(argv)
-    started, workdir = time.time(), Path(args.workdir)
+    workdir = Path(args.workdir)
     mode = "full" if args.full else "quick"
     seeds = [0, 1, 2] if args.full else [0, 1]
     if args.mlm_workdir:
@@ -100,9 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(rows) + (
         f"\n\nTest accuracy (2,481 speeches), mean ± std over seeds {seeds}. The MLM start was pretrained to "
         f"masked-token accuracy {mlm_val:.3f} ({mlm}). Plot: accuracy_vs_labels.png; every run: results.md.\n\n")
-    text += arms.provenance("python -m experiments.pretraining_helps" + (" --full" if args.full else ""), started)
     info = {s: {str(k): v for k, v in c.items()} for s, c in curves.items()}
-    arms.write_summary(workdir, "Pretraining helps: genre accuracy against labeled-set size", text, info)
+    arms.write_summary(workdir, "Pretraining helps: genre accuracy against labeled-set size", text, info, args)
     return 0
 
 

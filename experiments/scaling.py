@@ -24,7 +24,6 @@ schedule (the papers fit separate runs, each with a schedule matched to its leng
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import ml_collections
@@ -76,7 +75,7 @@ def fit_offset_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float, fl
 
 def main(argv: list[str] | None = None) -> int:
     args = arms.parser("python -m experiments.scaling", __doc__, "runs/ablations/scaling").parse_args(argv)
-    started, workdir = time.time(), Path(args.workdir)
+    workdir = Path(args.workdir)
     mode = "full" if args.full else "quick"
     axis = "model.num_layers:model.width:model.num_heads:model.mlp_dim"
     arms.run_arm(workdir, CONFIG, {axis: [f"{n}:{d}:{h}:{4 * d}" for n, d, h in SIZES[mode]]}, BUDGET[mode], [0],
@@ -118,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         "are undertrained at a fixed small budget, which flattens the curve in N, and the loss-vs-tokens curve "
         "of one run is shaped by its cosine schedule. Read the direction and the rough shape, not the "
         "exponents.\n\nPlot: scaling.png (loss against N with both fits; loss against tokens seen per size).\n\n")
-    text += arms.provenance("python -m experiments.scaling" + (" --full" if args.full else ""), started)
     info = {"sizes": sizes, "non_embedding_params": n_params.tolist(), "best_val_loss": loss.tolist(),
             "alpha_N_pure": alpha_n, "N_c": n_c, "offset_fit_E_A_alpha": offset, "tokens_fit_E_B_beta": d_fit,
             "alpha_D_pure": alpha_d, "published": PUBLISHED}
-    arms.write_summary(workdir, "Scaling: validation loss against parameters and tokens (character GPT)", text, info)
+    arms.write_summary(workdir, "Scaling: validation loss against parameters and tokens (character GPT)", text, info,
+                       args)
     return 0
 
 
