@@ -210,7 +210,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     data_iter = iter(data.train)
     result = TrainResult(step=0, metric=cfg.train.eval_metric)
     higher_is_better = config_lib.EVAL_METRICS[result.metric]
-    evals_since_best, seconds_before = 0, 0.0  # seconds_before: earlier processes' time up to their last checkpoint
+    evals_since_best, seconds_before = 0, 0.0
     restored = checkpoint.restore(workdir / "checkpoints", checkpoint.abstract_like(params, param_sh),
                                   checkpoint.abstract_like(opt_state, opt_sh), set_aside_unreadable=True)
     distributed.barrier("looked for checkpoints")  # before anyone creates the checkpoint folders
@@ -237,10 +237,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     if is_main:  # what experiments.report reads to tell runs apart (not config.json: that name marks a HF directory)
         (workdir / "train_config.json").write_text(cfg.to_json(indent=1) + "\n")
 
+    def elapsed() -> float:  # training seconds across resumes: earlier processes' (from the checkpoint) + this one's
+        return seconds_before + time.time() - t_start
+
     def meta_now(step: int) -> dict:
         return {"step": step, "data_state": data_iter.get_state(), "config": cfg.to_json(),
                 "best_metric": result.best_metric, "best_step": result.best_step,
-                "evals_since_best": evals_since_best, "seconds": seconds_before + time.time() - t_start}
+                "evals_since_best": evals_since_best, "seconds": elapsed()}
 
     def run_eval(step: int) -> None:
         nonlocal evals_since_best
@@ -315,7 +318,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                 (workdir / "test_metrics.json").write_text(json.dumps(
                     dict(result.test_metrics, step=result.best_step if cfg.train.restore_best else step), indent=1))
         if finished and is_main and (result.val_metrics or not (workdir / "summary.json").exists()):
-            write_summary(workdir, result, step, n_params, seconds_before + time.time() - t_start)
+            write_summary(workdir, result, step, n_params, elapsed())
     finally:
         if bar is not None:
             bar.stop()

@@ -140,11 +140,8 @@ class Slots:
             self.free.put([cores[(i * per + j) % len(cores)] for j in range(per)])
 
     def env(self) -> dict[str, str]:
-        """The child's environment: its thread count, and no fake-device flag inherited from a
-        test session (a point trains on the devices a plain run gets)."""
-        xla = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                       if not f.startswith("--xla_force_host_platform_device_count"))
-        return dict(os.environ, OMP_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1", XLA_FLAGS=xla)
+        """The child's environment: the sweep's own, with its thread count."""
+        return dict(os.environ, OMP_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
 
 
 def run_point(config: str, point: Point, slots: Slots, extra: Sequence[str],

@@ -112,17 +112,12 @@ def summary_table(rows: list[dict], keys: list[str], metric: str) -> tuple[str, 
             cells.append(f"**{text}**" if e is best and c == best_col else text)
         cells.append("-" if math.isnan(e["wall_s"]) else f"{e['wall_s']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {', '.join(f'{k}={v}' for k, v in zip(label_cols, _labels(e, label_cols)))}: {why}"
-             for e in out for why in e["failed"]]
+    notes = [f"- {', '.join(f'{c}={show(e[c])}' for c in label_cols)}: {why}" for e in out for why in e["failed"]]
     direction = "highest" if higher_is_better(metric) else "lowest"
     text = "\n".join(lines) + f"\n\nmean ± std over seeds; best = the {direction} {metric} over the run's evaluations"
     if notes:
         text += "\n\nRuns that did not finish:\n" + "\n".join(notes)
     return text + "\n", out
-
-
-def _labels(entry: dict, cols: list[str]) -> list:
-    return [show(entry[c]) for c in cols]
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

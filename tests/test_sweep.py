@@ -29,9 +29,16 @@ def tiny_sets(tfds_dir, cache) -> list[str]:
     return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
 
 
-def run_sweep(args, **kw) -> subprocess.CompletedProcess:
+def plain_env() -> dict[str, str]:
+    """This session's environment without conftest's 8 fake devices: a sweep's points then train on
+    one CPU device, as from a shell."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    return dict(os.environ, XLA_FLAGS=" ".join(flags))
+
+
+def run_sweep(args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "experiments.sweep", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, **kw)
+                          capture_output=True, text=True, timeout=600, env=plain_env())
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -142,7 +149,7 @@ def test_killed_sweep_resumes_to_the_results_of_an_unbroken_one(tmp_path, tfds_d
               *tiny_sets(tfds_dir, tmp_path / "cache")]
     assert run_sweep([*common, "--workdir", tmp_path / "unbroken"]).returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *map(str, common),
-                             "--workdir", str(tmp_path / "killed")], cwd=ROOT, start_new_session=True,
+                             "--workdir", str(tmp_path / "killed")], cwd=ROOT, start_new_session=True, env=plain_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = tmp_path / "killed" / "optim.lr=3e-3,seed=0"
     deadline = time.time() + 300

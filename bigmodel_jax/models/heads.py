@@ -102,7 +102,7 @@ def train_loss_kind(model: nnx.Module) -> str:
 
 def classifier_outputs(logits_bc: jax.Array, labels_b: jax.Array) -> dict[str, jax.Array]:
     """Each example's cross-entropy, predicted class and label (an eval_fn's outputs)."""
-    return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits_bc, labels_b),
+    return {"loss": softmax_cross_entropy(logits_bc, labels_b),
             "pred": logits_bc.argmax(-1), "label": labels_b}
 
 
