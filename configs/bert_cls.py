@@ -8,7 +8,8 @@
     python -m bigmodel_jax.train --config configs/bert_cls.py --config.data.tokenizer_dir=runs/bert_mlm/tokenizer \
         --workdir runs/cls_scratch
 
-Variants: `play` (38 plays), `polarity` (gensim's 200 review sentences). The run ends on the best
+Variants: `play` (38 plays), `polarity` (gensim's 200 review sentences), `vader_sign` (word sentiment:
+7,506 VADER lexicon tokens -> negative/positive; the pretraining ablation's task). The run ends on the best
 validation accuracy (early stopping with patience) and prints the test split's accuracy.
 
 Expected, as measured by the first, one-size version of `experiments/pretraining_helps.py`
@@ -37,6 +38,9 @@ def get_config(variant: str = ""):
     elif variant == "polarity":
         c.data.update(dataset="polarity", seq_len=64)
         c.train.update(num_steps=300, batch_size=16, eval_every=25, checkpoint_every=25, patience=4)
+    elif variant == "vader_sign":
+        c.data.update(dataset="vader_sign", seq_len=16)  # a token is 1-6 WordPieces
+        c.train.update(num_steps=300, batch_size=32, eval_every=25, checkpoint_every=25, patience=4)
     elif variant:
-        raise ValueError(f"unknown variant {variant!r} of bert_cls.py; valid: '', 'play', 'polarity'")
+        raise ValueError(f"unknown variant {variant!r} of bert_cls.py; valid: '', 'play', 'polarity', 'vader_sign'")
     return c

@@ -121,13 +121,14 @@ def bert_parse(file, *overrides):
 
 
 def test_bert_config_files_load_and_validate():
-    for file in ("bert_mlm.py", "bert_cls.py", "bert_cls.py:play", "bert_cls.py:polarity", "bert_regress.py",
-                 "bert_tag.py", "bert_qa.py"):
+    for file in ("bert_mlm.py", "bert_cls.py", "bert_cls.py:play", "bert_cls.py:polarity", "bert_cls.py:vader_sign",
+                 "bert_regress.py", "bert_tag.py", "bert_qa.py"):
         validate(bert_parse(file), num_devices=1)
 
 
 def test_bert_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match=r"data.dataset.*'imdb'.*one of \['plays_genre', 'plays_play', 'polarity'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"data.dataset.*'imdb'.*one of \['plays_genre', 'plays_play', 'polarity', 'vader_sign'\]"):
         validate(bert_parse("bert_cls.py", "--config.data.dataset=imdb"), num_devices=1)
     with pytest.raises(ConfigError, match=r"init_from.*/no/such/run.*neither"):
         validate(bert_parse("bert_cls.py", "--config.init_from=/no/such/run"), num_devices=1)

@@ -114,6 +114,14 @@ def test_vader_valence():
     assert 0.75 < len(data.train) / len(records) < 0.85
 
 
+def test_vader_sign_keeps_the_valence_split():
+    valence, sign = labeled.vader_valence(), labeled.vader_sign()
+    assert sign.label_names == ("negative", "positive")
+    for name in ("train", "validation", "test"):
+        assert getattr(sign, name) == [(t, int(v > 0)) for t, v in getattr(valence, name) if v != 0]
+    assert "sign of the mean valence" in sign.description and "6072/709/725" in sign.description
+
+
 def test_file_sets_name_the_package_or_file(tmp_path, monkeypatch):
     bad = tmp_path / "polarity.cor"
     bad.write_text("__label__pos fine .\n__label__meh what ?\n")
@@ -224,3 +232,7 @@ def test_baselines(tfds_dir):
     vader = labeled.vader_valence()
     result = baselines.tfidf_ridge(vader.train, vader.test)
     assert result["mse"] < 0.6 * result["mean_baseline_mse"]  # 1.01 vs 2.88 measured
+    signs = labeled.vader_sign()
+    words = baselines.tfidf_logreg(signs.train, signs.test)  # a word's unigrams are unseen at test time
+    chars = baselines.tfidf_logreg(signs.train, signs.test, chars=True)
+    assert words["accuracy"] < chars["accuracy"] - 0.1  # 0.58 (majority) vs 0.88 measured

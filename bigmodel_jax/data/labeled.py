@@ -1,7 +1,7 @@
 """Real labeled datasets for finetuning encoders, as plain Python records.
 
 Tokenization happens later, in the task code; these functions return raw text or words and labels:
-- text classification: `(text, label_index)` — `polarity`, and from the plays `genre_classification`,
+- text classification: `(text, label_index)` — `polarity`, `vader_sign`, and from the plays `genre_classification`,
   `play_classification`;
 - regression: `(text, value)` — `vader_valence`;
 - token tagging (CoNLL-like): `(words, tags)` — `read_conll`, and from the plays `speaker_tagging`;
@@ -123,6 +123,19 @@ def vader_valence(path: str | Path | None = None) -> LabeledSplits:
     splits = split_by_key(records, [split_key(token) for token, _ in records])
     return make_splits(splits, None, f"VADER lexicon {path.name}: {len(records)} tokens -> mean valence; "
                                      "split 80/10/10 by split_key(token)")
+
+
+def vader_sign(path: str | Path | None = None) -> LabeledSplits:
+    """The VADER lexicon as word sentiment: (token, 0 negative / 1 positive mean valence), the same
+    80/10/10 split as vader_valence. A classification task a pretrained encoder's vocabulary already
+    half-knows and a bag of character n-grams mostly cannot (it sees spelling, not meaning), so a
+    learning curve over few labels shows what pretraining brings. Tokens rated exactly 0 (none in the
+    3.3.2 lexicon) are dropped."""
+    valence = vader_valence(path)
+    signs = {name: [(token, int(value > 0)) for token, value in getattr(valence, name) if value != 0]
+             for name in ("train", "validation", "test")}
+    return make_splits(signs, ("negative", "positive"),
+                       valence.description.split(";")[0].replace("-> mean valence", "-> sign of the mean valence"))
 
 
 def _read_lines(path: Path, encoding: str = "utf-8") -> list[str]:

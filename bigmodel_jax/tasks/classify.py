@@ -2,7 +2,8 @@
 cross-entropy or, with train.loss="mse", the squared error of the softmax probabilities (Brier).
 
 Datasets (data.dataset): "plays_genre" (a speech -> one of the 6 genre folders), "plays_play"
-(-> one of 38 plays), both split by scene; "polarity" (gensim's 200 labeled review sentences).
+(-> one of 38 plays), both split by scene; "polarity" (gensim's 200 labeled review sentences);
+"vader_sign" (a VADER lexicon token -> negative or positive valence, 7,506 tokens).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DATASETS = {
     "plays_genre": lambda d: plays_tasks.genre_classification(d.tfds_dir, d.plays_dir or None),
     "plays_play": lambda d: plays_tasks.play_classification(d.tfds_dir, d.plays_dir or None),
     "polarity": lambda d: labeled.polarity(d.path or None),
+    "vader_sign": lambda d: labeled.vader_sign(d.path or None),
 }
 METRICS = ("loss", "accuracy", "macro_f1")  # what corpus_metrics reports that train.eval_metric may pick
 
