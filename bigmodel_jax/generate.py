@@ -16,6 +16,10 @@ in chunks of steps (`stream`), so a caller can print tokens as they come; random
 the token's index, so chunking never changes a sample. When a row needs more tokens than the
 context holds, generation continues in windows: the cache is rebuilt from the last max_len // 2
 tokens (nanoGPT crops its context the same way, without a cache).
+
+An encoder-decoder generates the same way from its decoder's start token: `source` (the encoder's
+token lists) is right-padded into one block, encoded once in the prefill, and each decoder layer's
+cross-attention keys and values ride in the cache beside its self-attention KV cache.
 """
 
 from __future__ import annotations
@@ -136,6 +140,26 @@ def _as_prompts(prompts) -> list[list[int]]:
     return prompts
 
 
+def source_block(source: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens [B, S], mask [B, S]) of an encoder-decoder's source token lists, right-padded to a
+    power of two (at least 16) so a new source length rarely recompiles."""
+    source = _as_prompts(source)
+    length = bucket(max(map(len, source)), 1 << 30)
+    tokens = np.full((len(source), length), pad_id, np.int32)
+    mask = np.zeros((len(source), length), bool)
+    for i, row in enumerate(source):
+        tokens[i, :len(row)], mask[i, :len(row)] = row, True
+    return tokens, mask
+
+
+def _fresh_cache(model: nnx.Module, batch: int, cache_len: int, dtype: Any, source) -> list:
+    """An empty KV cache; for an encoder-decoder (source = (tokens, mask)), the source encoded once
+    into each layer's cross-attention keys/values too."""
+    if source is None:
+        return model.init_cache(batch, cache_len, dtype)
+    return model.init_cache(batch, cache_len, dtype, source=source)
+
+
 def _stop_array(stop_tokens: Sequence[int]) -> jax.Array:
     """Stop ids padded with -1 to a multiple of 4, so a new stop set rarely recompiles."""
     ids = list(stop_tokens)
@@ -149,7 +173,7 @@ def _positions(mask_bt: jax.Array) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("graphdef", "cache_len", "cache_dtype", "program"))
-def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, stops, pad_id, *,
+def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, stops, pad_id, source, *,
              cache_len: int, cache_dtype: Any, program: tuple):
     """Runs the prompt block through the model into a fresh cache and samples one token per row."""
     model = _merge(graphdef, params)
@@ -157,7 +181,7 @@ def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, st
     tokens = jnp.zeros((b, cache_len), jnp.int32).at[:, :p].set(tokens_bp)
     mask = jnp.zeros((b, cache_len), bool).at[:, :p].set(mask_bp)
     positions = _positions(mask_bp)
-    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype), prefill=True,
+    x, cache = model.hidden(tokens_bp, cache=_fresh_cache(model, b, cache_len, cache_dtype, source), prefill=True,
                             positions_bt=positions, mask_bs=mask)
     seen = None
     if program[3]:
@@ -218,14 +242,16 @@ def _split(model: nnx.Module):
 
 def stream(model: nnx.Module, prompts, max_new_tokens: int, *, sampling: Sampling = Sampling(), seed: int = 0,
            stop_tokens: Sequence[int] = (), pad_id: int = 0, cache_dtype: Any = None,
-           chunk: int | None = 16) -> Iterator[list[list[int]]]:
+           chunk: int | None = 16, source: Sequence[Sequence[int]] | None = None) -> Iterator[list[list[int]]]:
     """Yields, every `chunk` decode steps, each row's new tokens since the last yield (a row's list
     is empty once it has stopped). chunk=None decodes everything in one call.
 
     prompts: token-id lists of any lengths (or a [B, T] array). A row stops after emitting any of
     stop_tokens (the stop token is yielded). cache_dtype: the KV cache's dtype (default: the
-    model's compute dtype; jnp.bfloat16 halves the cache's memory and bandwidth)."""
+    model's compute dtype; jnp.bfloat16 halves the cache's memory and bandwidth). source: an
+    encoder-decoder's input token lists, one per prompt (the prompts then start its decoder)."""
     prompts = _as_prompts(prompts)
+    source = _source(source, len(prompts), pad_id)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
     graphdef, params = _split(model)
@@ -240,7 +266,7 @@ def stream(model: nnx.Module, prompts, max_new_tokens: int, *, sampling: Samplin
     pad = jnp.asarray(pad_id, jnp.int32)
     cache_dtype = cache_dtype or model.dtype
     state = _prefill(graphdef, params, tokens, mask, jnp.zeros(len(prompts), bool), jnp.asarray(0, jnp.int32), key,
-                     knobs, stops, pad, cache_len=cache_len, cache_dtype=cache_dtype, program=program)
+                     knobs, stops, pad, source, cache_len=cache_len, cache_dtype=cache_dtype, program=program)
     shown, stopped, stops_set = plen - 1, [False] * len(prompts), set(stop_tokens)
     step = max_new_tokens if chunk is None else chunk
     while True:  # the first yield is the prefill's token alone: time to first token
@@ -260,11 +286,20 @@ def stream(model: nnx.Module, prompts, max_new_tokens: int, *, sampling: Samplin
             tokens_w = state["tokens"][:, index + 1 - window: index + 1]
             mask_w = state["mask"].at[:, index].set(True)[:, index + 1 - window: index + 1]
             state = _prefill(graphdef, params, tokens_w, mask_w, state["done"], state["count"], key, knobs, stops,
-                             pad, cache_len=cache_len, cache_dtype=cache_dtype, program=program)
+                             pad, source, cache_len=cache_len, cache_dtype=cache_dtype, program=program)
             shown = window - 1
         else:
             state = _decode(graphdef, params, state, jnp.asarray(min(count + step, max_new_tokens), jnp.int32),
                             key, knobs, stops, pad, program=program)
+
+
+def _source(source, rows: int, pad_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if source is None:
+        return None
+    tokens, mask = source_block(source, pad_id)
+    if len(tokens) != rows:
+        raise ValueError(f"{len(tokens)} sources for {rows} prompts: give one source per prompt")
+    return tokens, mask
 
 
 def generate(model: nnx.Module, prompts, max_new_tokens: int, **kw) -> list[list[int]]:
@@ -278,7 +313,7 @@ def generate(model: nnx.Module, prompts, max_new_tokens: int, **kw) -> list[list
 
 # ----------------------------------------------------------------------------- beam search
 @partial(jax.jit, static_argnames=("graphdef", "num_beams", "max_new", "cache_len", "cache_dtype", "early_stopping"))
-def _beam_search(graphdef, params, tokens_bp, mask_bp, stops, length_penalty, *, num_beams: int, max_new: int,
+def _beam_search(graphdef, params, tokens_bp, mask_bp, stops, length_penalty, source, *, num_beams: int, max_new: int,
                  cache_len: int, cache_dtype: Any, early_stopping: bool | str):
     """transformers' vectorized beam search (GenerationMixin._beam_search), step for step: keep the
     best num_beams running hypotheses; a candidate that emits a stop token (or reaches max_new)
@@ -290,7 +325,7 @@ def _beam_search(graphdef, params, tokens_bp, mask_bp, stops, length_penalty, *,
     keep = max(2, 1 + stops.shape[0]) * k  # enough candidates that k stay running after stops
     mask = jnp.zeros((b, cache_len), bool).at[:, :p].set(mask_bp)
     positions = _positions(mask_bp)
-    x, cache = model.hidden(tokens_bp, cache=model.init_cache(b, cache_len, cache_dtype), prefill=True,
+    x, cache = model.hidden(tokens_bp, cache=_fresh_cache(model, b, cache_len, cache_dtype, source), prefill=True,
                             positions_bt=positions, mask_bs=mask)
     beams = lambda a: jnp.repeat(a, k, axis=0)  # noqa: E731  [B, ...] -> [B*K, ...], beams of a row together
     state = dict(
@@ -356,14 +391,16 @@ def _beam_search(graphdef, params, tokens_bp, mask_bp, stops, length_penalty, *,
 
 def beam_search(model: nnx.Module, prompts, max_new_tokens: int, *, num_beams: int = 4, length_penalty: float = 1.0,
                 early_stopping: bool | str = False, stop_tokens: Sequence[int] = (), pad_id: int = 0,
-                cache_dtype: Any = None) -> tuple[list[list[int]], list[float]]:
+                cache_dtype: Any = None, source: Sequence[Sequence[int]] | None = None
+                ) -> tuple[list[list[int]], list[float]]:
     """(each prompt's best hypothesis: new tokens, stop token included; its score).
 
     The score is sum(log p(new tokens)) / len ** length_penalty: length_penalty > 0 favours longer
     hypotheses, < 0 shorter ones. early_stopping: False (transformers' default heuristic), True
     (stop once num_beams hypotheses are finished) or "never" (the canonical beam search). The
-    prompt plus max_new_tokens must fit the context."""
+    prompt plus max_new_tokens must fit the context. source: as `stream`'s."""
     prompts = _as_prompts(prompts)
+    source = _source(source, len(prompts), pad_id)
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"num_beams={num_beams}, max_new_tokens={max_new_tokens}: both must be >= 1")
     if early_stopping not in (False, True, "never"):
@@ -378,7 +415,7 @@ def beam_search(model: nnx.Module, prompts, max_new_tokens: int, *, num_beams: i
     graphdef, params = _split(model)
     finished, scores, lengths = _beam_search(
         graphdef, params, tokens, mask, jnp.asarray(list(stop_tokens), jnp.int32).reshape(-1),
-        jnp.asarray(length_penalty, jnp.float32), num_beams=num_beams, max_new=max_new_tokens,
+        jnp.asarray(length_penalty, jnp.float32), source, num_beams=num_beams, max_new=max_new_tokens,
         cache_len=cache_len, cache_dtype=cache_dtype or model.dtype, early_stopping=early_stopping)
     finished, scores, lengths = jax.device_get((finished, scores, lengths))
     return ([row[0, :n].tolist() for row, n in zip(finished, lengths[:, 0])], [float(s) for s in scores[:, 0]])

@@ -152,14 +152,20 @@ class Attention(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, rngs: nnx.Rngs, causal: bool,
                  use_rope: bool, rope_theta: float = 10000.0, use_bias: bool = True, dropout: float = 0.0,
-                 out_std: float = 0.02, dtype: Any = jnp.float32):
-        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, dim // num_heads
+                 out_std: float = 0.02, dtype: Any = jnp.float32, head_dim: int | None = None,
+                 scale: float | None = None, std: float = 0.02, q_std: float | None = None):
+        """head_dim: per head (default dim // num_heads; T5's d_kv may differ). scale: of the
+        scores (default head_dim ** -0.5; T5 uses 1 and folds it into the query's init, q_std)."""
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = head_dim or dim // num_heads
+        self.scale = self.head_dim ** -0.5 if scale is None else scale
         self.causal, self.use_rope, self.rope_theta, self.dtype = causal, use_rope, rope_theta, dtype
-        kv_dim = num_kv_heads * self.head_dim
-        self.query = Dense(dim, dim, ("embed", "heads"), rngs=rngs, use_bias=use_bias, dtype=dtype)
-        self.key = Dense(dim, kv_dim, ("embed", "kv_heads"), rngs=rngs, use_bias=use_bias, dtype=dtype)
-        self.value = Dense(dim, kv_dim, ("embed", "kv_heads"), rngs=rngs, use_bias=use_bias, dtype=dtype)
-        self.out = Dense(dim, dim, ("heads", "embed"), rngs=rngs, use_bias=use_bias, std=out_std, dtype=dtype)
+        q_dim, kv_dim = num_heads * self.head_dim, num_kv_heads * self.head_dim
+        self.query = Dense(dim, q_dim, ("embed", "heads"), rngs=rngs, use_bias=use_bias, std=q_std or std,
+                           dtype=dtype)
+        self.key = Dense(dim, kv_dim, ("embed", "kv_heads"), rngs=rngs, use_bias=use_bias, std=std, dtype=dtype)
+        self.value = Dense(dim, kv_dim, ("embed", "kv_heads"), rngs=rngs, use_bias=use_bias, std=std, dtype=dtype)
+        self.out = Dense(q_dim, dim, ("heads", "embed"), rngs=rngs, use_bias=use_bias, std=out_std, dtype=dtype)
         self.attn_dropout = nnx.Dropout(dropout)
 
     def _heads(self, x_btf: Array, n: int) -> Array:
@@ -169,23 +175,38 @@ class Attention(nnx.Module):
 
     def __call__(self, x_btd: Array, positions_bt: Array, *, mask_bts: Array | None = None,
                  cache: KVCache | None = None, cache_index: Array | int = 0, prefill: bool = False,
-                 rngs: nnx.Rngs | None = None) -> tuple[Array, KVCache | None]:
+                 rngs: nnx.Rngs | None = None, bias_bhts: Array | None = None,
+                 kv: KVCache | None = None) -> tuple[Array, KVCache | None]:
         """Self-attention of x [B, T, D]. mask_bts: True where a query may attend a key (padding
-        masks); causality is added here.
+        masks); causality is added here. bias_bhts: added to the scores (T5's relative position
+        bias), over the keys attended.
 
         With a cache, x holds the tokens of slots cache_index..cache_index+T-1: their keys and
         values are written there, and the queries attend over the whole cache (unwritten slots
         are hidden by causality). prefill=True fills a fresh cache from slot 0 and attends over
         the T new keys only, not the empty rest of the cache.
+
+        kv: cross-attention instead: keys and values made once by `keys_values` from another
+        sequence (an encoder's output), attended as they are (the cache is not touched).
         """
+        if kv is not None:
+            q = self._heads(self.query(x_btd), self.num_heads).astype(self.dtype)
+            y_btd = self._attend(q, kv["k"].astype(self.dtype), kv["v"].astype(self.dtype), 0, mask_bts, rngs,
+                                 bias_bhts)
+            return self.out(y_btd), cache
         q, k, v = self._project_qkv(x_btd, positions_bt)
         start = 0 if prefill else cache_index
         if cache is not None:
             cache = self._update_cache(cache, k, v, start)
             if not prefill:
                 k, v = cache["k"].astype(self.dtype), cache["v"].astype(self.dtype)
-        y_btd = self._attend(q, k, v, start, mask_bts, rngs)
+        y_btd = self._attend(q, k, v, start, mask_bts, rngs, bias_bhts)
         return self.out(y_btd), cache
+
+    def keys_values(self, x_bsd: Array, dtype: Any = None) -> KVCache:
+        """Keys and values [B, Hkv, S, hd] of a sequence to cross-attend (computed once per source)."""
+        k = self._heads(self.key(x_bsd), self.num_kv_heads).astype(dtype or self.dtype)
+        return {"k": k, "v": self._heads(self.value(x_bsd), self.num_kv_heads).astype(dtype or self.dtype)}
 
     def _project_qkv(self, x_btd: Array, positions_bt: Array) -> tuple[Array, Array, Array]:
         """Queries [B, H, T, hd] and keys / values [B, Hkv, T, hd] in the compute dtype (RoPE in f32)."""
@@ -203,9 +224,9 @@ class Attention(nnx.Module):
                 for name, x in (("k", k), ("v", v))}
 
     def _attend(self, q: Array, k: Array, v: Array, start: Array | int, mask_bts: Array | None,
-                rngs: nnx.Rngs | None) -> Array:
-        """softmax(q kᵀ / sqrt(hd)) v, the T queries sitting at slots start..start+T-1 of the S keys;
-        grouped-query heads share each K/V head without copying it. Returns [B, T, D]."""
+                rngs: nnx.Rngs | None, bias_bhts: Array | None = None) -> Array:
+        """softmax(q kᵀ · scale + bias) v, the T queries sitting at slots start..start+T-1 of the S
+        keys; grouped-query heads share each K/V head without copying it. Returns [B, T, H·hd]."""
         b, _, t, _ = q.shape
         s = k.shape[2]
         allowed_ts = jnp.ones((t, s), bool)
@@ -215,9 +236,13 @@ class Attention(nnx.Module):
         if mask_bts is not None:
             allowed = allowed & mask_bts[:, None, :, :s]  # a prefill's mask may span the whole cache
         groups = self.num_heads // self.num_kv_heads
-        q = q.reshape(b, self.num_kv_heads, groups, t, self.head_dim) * (self.head_dim ** -0.5)
+        q = q.reshape(b, self.num_kv_heads, groups, t, self.head_dim)
+        if self.scale != 1.0:
+            q = q * self.scale
         scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
         scores = scores.reshape(b, self.num_heads, t, s)
+        if bias_bhts is not None:
+            scores = scores + bias_bhts
         scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)
         probs = self.attn_dropout(probs, deterministic=rngs is None, rngs=rngs)
@@ -244,21 +269,34 @@ def drop_path(x: Array, rate: float, rngs: nnx.Rngs | None) -> Array:
 
 
 
-class MLP(nnx.Module):
-    def __init__(self, dim: int, hidden: int, activation: str, *, rngs: nnx.Rngs, use_bias: bool = True,
-                 out_std: float = 0.02, dtype: Any = jnp.float32):
-        self.activation, self.dtype = activation, dtype
-        self.up = Dense(dim, hidden, ("embed", "mlp"), rngs=rngs, use_bias=use_bias, dtype=dtype)
-        self.gate = (Dense(dim, hidden, ("embed", "mlp"), rngs=rngs, use_bias=use_bias, dtype=dtype)
-                     if activation == "swiglu" else None)
-        self.down = Dense(hidden, dim, ("mlp", "embed"), rngs=rngs, use_bias=use_bias, std=out_std, dtype=dtype)
+GATED = {"swiglu": jax.nn.silu, "geglu": partial(jax.nn.gelu, approximate=True)}  # act(gate(x)) * up(x)
+PLAIN = {"gelu": partial(jax.nn.gelu, approximate=False), "gelu_tanh": partial(jax.nn.gelu, approximate=True),
+         "relu": jax.nn.relu}
 
-    def __call__(self, x: Array) -> Array:
+
+class MLP(nnx.Module):
+    """up -> activation -> down; a gated activation (SwiGLU: Llama; GEGLU with tanh GELU: T5 v1.1)
+    multiplies act(gate(x)) into up(x). dropout: on the hidden layer (T5's; 0 elsewhere)."""
+
+    def __init__(self, dim: int, hidden: int, activation: str, *, rngs: nnx.Rngs, use_bias: bool = True,
+                 out_std: float = 0.02, dtype: Any = jnp.float32, std: float = 0.02, dropout: float = 0.0):
+        if activation not in GATED and activation not in PLAIN:
+            raise ValueError(f"activation={activation!r}; valid: {sorted(GATED) + sorted(PLAIN)}")
+        self.activation, self.dtype = activation, dtype
+        self.up = Dense(dim, hidden, ("embed", "mlp"), rngs=rngs, use_bias=use_bias, std=std, dtype=dtype)
+        self.gate = (Dense(dim, hidden, ("embed", "mlp"), rngs=rngs, use_bias=use_bias, std=std, dtype=dtype)
+                     if activation in GATED else None)
+        self.down = Dense(hidden, dim, ("mlp", "embed"), rngs=rngs, use_bias=use_bias, std=out_std, dtype=dtype)
+        self.hidden_dropout = nnx.Dropout(dropout) if dropout else None
+
+    def __call__(self, x: Array, rngs: nnx.Rngs | None = None) -> Array:
         h = self.up(x)  # f32
         if self.gate is not None:
-            h = jax.nn.silu(self.gate(x)) * h
+            h = GATED[self.activation](self.gate(x)) * h
         else:
-            h = jax.nn.gelu(h, approximate=self.activation == "gelu_tanh")
+            h = PLAIN[self.activation](h)
+        if self.hidden_dropout is not None:
+            h = self.hidden_dropout(h, deterministic=rngs is None, rngs=rngs)
         return self.down(constrain(h.astype(self.dtype), ("batch", None, "act_mlp")))
 
 

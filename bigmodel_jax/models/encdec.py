@@ -1,0 +1,229 @@
+"""T5-style encoder-decoder (Raffel et al. 2020; v1.1 of the T5 repository with `activation="geglu"`).
+
+    source --embed--> [EncoderLayer x N] --norm--> encoded ------------------.
+                       self-attention + bidirectional relative position bias  | cross-attention
+    target --embed--> [DecoderLayer x M] --norm--> logits                    |
+                       causal self-attention + causal bias, cross-attention <-'
+
+What differs from GPT/BERT: no position embeddings but a learned bias per head on the attention
+scores, looked up by the (bucketed) distance between query and key, one table per stack shared by
+its layers; RMSNorm without bias, pre-norm; no biases in any Dense; scores not scaled by
+1/sqrt(head_dim) (the query's init carries it); one embedding table shared by both stacks. v1.0:
+ReLU MLP and the head tied to the embedding with its input scaled by width**-0.5; v1.1: GEGLU MLP
+and an untied head (`tie_embeddings=False`).
+
+Generation (generate.py) sees the decoder through the same `hidden` / `logits` / `init_cache`
+calls as a GPT: `init_cache(..., source=(tokens, mask))` runs the encoder once and keeps each
+decoder layer's cross-attention keys and values beside its self-attention KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from bigmodel_jax.models.layers import DTYPES, MLP, Attention, Embed, KVCache, Norm, gathered, matmul, param
+from bigmodel_jax.sharding import constrain
+
+ARCH_KEYS = ("num_layers", "num_decoder_layers", "width", "num_heads", "head_dim", "mlp_dim", "activation",
+             "tie_embeddings", "rel_buckets", "rel_max_distance", "norm_eps")
+
+
+def relative_bucket(relative_pos: jax.Array, bidirectional: bool, num_buckets: int, max_distance: int) -> jax.Array:
+    """T5's bucket of each (key - query) distance: exact for small distances, log-spaced up to
+    max_distance, one bucket beyond; the encoder's buckets tell before from after, the decoder's
+    see only the past (the future is masked anyway)."""
+    bucket = jnp.zeros_like(relative_pos)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (relative_pos > 0).astype(jnp.int32) * num_buckets
+        distance = jnp.abs(relative_pos)
+    else:
+        distance = -jnp.minimum(relative_pos, 0)
+    max_exact = num_buckets // 2
+    log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) / math.log(max_distance / max_exact)
+    large = jnp.minimum(max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32), num_buckets - 1)
+    return bucket + jnp.where(distance < max_exact, distance, large)
+
+
+class RelativeBias(nnx.Module):
+    """One learned bias per head and distance bucket, added to every layer's scores of a stack."""
+
+    def __init__(self, num_heads: int, num_buckets: int, max_distance: int, bidirectional: bool, *, rngs: nnx.Rngs,
+                 std: float):
+        self.table = param(rngs.params(), (num_buckets, num_heads), (None, None), std)
+        self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
+
+    def __call__(self, query_pos_bt: jax.Array, key_pos_bs: jax.Array) -> jax.Array:
+        """[B, H, T, S] f32 from query positions [B, T] and key positions [B, S] (B may be 1)."""
+        rel_bts = key_pos_bs[:, None, :] - query_pos_bt[:, :, None]
+        buckets = relative_bucket(rel_bts, self.bidirectional, self.num_buckets, self.max_distance)
+        return jnp.take(self.table[...], buckets, axis=0).transpose(0, 3, 1, 2)
+
+
+class EncoderLayer(nnx.Module):
+    def __init__(self, cfg: ml_collections.FrozenConfigDict, dtype: Any, *, rngs: nnx.Rngs):
+        self.attn_norm = Norm(cfg.width, "rmsnorm", eps=cfg.norm_eps, use_bias=False)
+        self.attn = _attention(cfg, dtype, causal=False, rngs=rngs)
+        self.mlp_norm = Norm(cfg.width, "rmsnorm", eps=cfg.norm_eps, use_bias=False)
+        self.mlp = _mlp(cfg, dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, x: jax.Array, mask_bts: jax.Array, bias_bhts: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        det = rngs is None
+        h, _ = self.attn(self.attn_norm(x), None, mask_bts=mask_bts, bias_bhts=bias_bhts, rngs=rngs)
+        x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)
+        h = self.mlp(self.mlp_norm(x), rngs=rngs)
+        return constrain(x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype), ("batch", None, None))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ml_collections.FrozenConfigDict, dtype: Any, *, rngs: nnx.Rngs):
+        self.attn_norm = Norm(cfg.width, "rmsnorm", eps=cfg.norm_eps, use_bias=False)
+        self.attn = _attention(cfg, dtype, causal=True, rngs=rngs)
+        self.cross_norm = Norm(cfg.width, "rmsnorm", eps=cfg.norm_eps, use_bias=False)
+        self.cross = _attention(cfg, dtype, causal=False, rngs=rngs)
+        self.mlp_norm = Norm(cfg.width, "rmsnorm", eps=cfg.norm_eps, use_bias=False)
+        self.mlp = _mlp(cfg, dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, x: jax.Array, *, mask_bts: jax.Array | None, bias_bhts: jax.Array, cross_kv: KVCache,
+                 source_mask_bs: jax.Array, cache: KVCache | None = None, cache_index: jax.Array | int = 0,
+                 prefill: bool = False, rngs: nnx.Rngs | None = None) -> tuple[jax.Array, KVCache | None]:
+        det = rngs is None
+        h, cache = self.attn(self.attn_norm(x), None, mask_bts=mask_bts, bias_bhts=bias_bhts, cache=cache,
+                             cache_index=cache_index, prefill=prefill, rngs=rngs)
+        x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)
+        h, _ = self.cross(self.cross_norm(x), None, mask_bts=source_mask_bs[:, None, :], kv=cross_kv, rngs=rngs)
+        x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)
+        h = self.mlp(self.mlp_norm(x), rngs=rngs)
+        x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)
+        return constrain(x, ("batch", None, None)), cache
+
+
+def _attention(cfg: ml_collections.FrozenConfigDict, dtype: Any, *, causal: bool, rngs: nnx.Rngs) -> Attention:
+    """T5's attention and init (Mesh TensorFlow's, as transformers has it): no biases, unscaled
+    scores, the query's init scaled by (width * head_dim)**-0.5 instead."""
+    d, inner = cfg.width, cfg.num_heads * cfg.head_dim
+    return Attention(d, cfg.num_heads, cfg.num_heads, rngs=rngs, causal=causal, use_rope=False, use_bias=False,
+                     dropout=cfg.dropout, dtype=dtype, head_dim=cfg.head_dim, scale=1.0, std=d ** -0.5,
+                     q_std=(d * cfg.head_dim) ** -0.5, out_std=inner ** -0.5)
+
+
+def _mlp(cfg: ml_collections.FrozenConfigDict, dtype: Any, *, rngs: nnx.Rngs) -> MLP:
+    return MLP(cfg.width, cfg.mlp_dim, cfg.activation, rngs=rngs, use_bias=False, std=cfg.width ** -0.5,
+               out_std=cfg.mlp_dim ** -0.5, dtype=dtype, dropout=cfg.dropout)
+
+
+class EncoderDecoder(nnx.Module):
+    def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        """cfg is the `model` section of a config (see configs/t5_translate.py for every field)."""
+        self.cfg = cfg = ml_collections.FrozenConfigDict(cfg)
+        self.dtype = DTYPES[cfg.dtype]
+        self.shared = Embed(cfg.vocab_size, cfg.width, ("vocab", "embed"), rngs=rngs, std=1.0)
+        bias = dict(num_buckets=cfg.rel_buckets, max_distance=cfg.rel_max_distance, rngs=rngs, std=cfg.width ** -0.5)
+        self.encoder_bias = RelativeBias(cfg.num_heads, bidirectional=True, **bias)
+        self.encoder = nnx.List([EncoderLayer(cfg, self.dtype, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.encoder_norm = Norm(cfg.width, "rmsnorm", eps=cfg.norm_eps, use_bias=False)
+        self.decoder_bias = RelativeBias(cfg.num_heads, bidirectional=False, **bias)
+        self.decoder = nnx.List([DecoderLayer(cfg, self.dtype, rngs=rngs) for _ in range(cfg.num_decoder_layers)])
+        self.decoder_norm = Norm(cfg.width, "rmsnorm", eps=cfg.norm_eps, use_bias=False)
+        self.lm_head = (None if cfg.tie_embeddings
+                        else param(rngs.params(), (cfg.width, cfg.vocab_size), ("embed", "vocab"), 1.0))
+        self.dropout = nnx.Dropout(cfg.dropout)
+
+    def __call__(self, source_bs: jax.Array, source_mask_bs: jax.Array, target_in_bt: jax.Array, *,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Teacher-forced logits [B, T, V] f32 (target_in: the targets shifted right behind the
+        start token; right padding needs no mask: causality keeps it out of the real positions)."""
+        encoded = self.encode(source_bs, source_mask_bs, rngs=rngs)
+        cross = [layer.cross.keys_values(encoded) for layer in self.decoder]
+        x, _ = self.hidden(target_in_bt, cross_kv=cross, source_mask_bs=source_mask_bs, rngs=rngs)
+        return self.logits(x)
+
+    def encode(self, source_bs: jax.Array, source_mask_bs: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """The final-normed encoder output [B, S, D] (padding rows are computed but never attended)."""
+        s = source_bs.shape[1]
+        positions = jnp.arange(s)[None]
+        bias = self.encoder_bias(positions, positions)
+        x = self.dropout(self.shared(source_bs), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
+        mask_bts = source_mask_bs[:, None, :]
+        for layer in self.encoder:
+            x = layer(x, mask_bts, bias, rngs)
+        return self.dropout(self.encoder_norm(x), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
+
+    def hidden(self, tokens_bt: jax.Array, *, cache: list[KVCache] | None = None, cache_index: jax.Array | int = 0,
+               prefill: bool = False, positions_bt: jax.Array | None = None, mask_bs: jax.Array | None = None,
+               cross_kv: list[KVCache] | None = None, source_mask_bs: jax.Array | None = None,
+               rngs: nnx.Rngs | None = None) -> tuple[jax.Array, list[KVCache] | None]:
+        """The decoder's final-normed output [B, T, D], GPT.hidden's contract for generation: with a
+        cache (from init_cache) the cross-attention keys/values and source mask come from it;
+        without, from cross_kv and source_mask_bs. mask_bs: which key slots hold real tokens
+        (left-padded prompts); key positions are counted from each row's first real slot."""
+        b, t = tokens_bt.shape
+        if cache is not None:
+            cross_kv = [{"k": c["ck"], "v": c["cv"]} for c in cache]
+            source_mask_bs = cache[0]["source_mask"]
+        start = 0 if prefill or cache is None else cache_index
+        if positions_bt is None:
+            positions_bt = jnp.broadcast_to(start + jnp.arange(t), (b, t))
+        keys = t if cache is None or prefill else cache[0]["k"].shape[2]
+        if mask_bs is None:
+            key_pos = jnp.arange(keys)[None]
+        else:
+            key_pos = jnp.cumsum(mask_bs[:, :keys], axis=1) - 1
+        bias = self.decoder_bias(positions_bt, key_pos)
+        mask_bts = None if mask_bs is None else mask_bs[:, None, :]
+        x = self.dropout(self.shared(tokens_bt), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
+        new_cache = [] if cache is not None else None
+        for i, layer in enumerate(self.decoder):
+            self_cache = None if cache is None else {"k": cache[i]["k"], "v": cache[i]["v"]}
+            x, self_cache = layer(x, mask_bts=mask_bts, bias_bhts=bias, cross_kv=cross_kv[i],
+                                  source_mask_bs=source_mask_bs, cache=self_cache, cache_index=cache_index,
+                                  prefill=prefill, rngs=rngs)
+            if cache is not None:
+                new_cache.append({**cache[i], **self_cache})
+        x = self.dropout(self.decoder_norm(x), deterministic=rngs is None, rngs=rngs)
+        return x, new_cache
+
+    def logits(self, x_btd: jax.Array) -> jax.Array:
+        if self.lm_head is None:  # v1.0: the tied head sees the output scaled by width**-0.5
+            logits = self.shared.attend(x_btd * self.cfg.width ** -0.5, self.dtype)
+        else:
+            logits = matmul(x_btd, gathered(self.lm_head), self.dtype)
+        return constrain(logits, ("batch", None, "act_vocab"))
+
+    def init_cache(self, batch: int, max_len: int | None = None, dtype: Any = None, *,
+                   source: tuple[jax.Array, jax.Array]) -> list[KVCache]:
+        """Runs the encoder once on source = (tokens [B, S], mask [B, S]) and returns, per decoder
+        layer, an empty self-attention cache of max_len slots beside the cross-attention keys and
+        values of the encoded source (and the source mask) that every decoding step reuses."""
+        cfg, dtype = self.cfg, dtype or self.dtype
+        tokens_bs, mask_bs = source
+        encoded = self.encode(tokens_bs, mask_bs)
+        shape = (batch, cfg.num_heads, max_len or cfg.max_len, cfg.head_dim)
+        caches = []
+        for layer in self.decoder:
+            kv = layer.cross.keys_values(encoded, dtype)
+            caches.append({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "ck": kv["k"], "cv": kv["v"],
+                           "source_mask": mask_bs})
+        return caches
+
+
+def count_params(cfg: ml_collections.ConfigDict, include_embeddings: bool = True) -> int:
+    """Parameter count from the config alone (FLOPs; a test checks it against the model)."""
+    d, f, inner, h = cfg.width, cfg.mlp_dim, cfg.num_heads * cfg.head_dim, cfg.num_heads
+    attn = 4 * d * inner
+    mlp = d * f * (3 if cfg.activation in ("geglu", "swiglu") else 2)
+    n = cfg.num_layers * (attn + mlp + 2 * d) + cfg.num_decoder_layers * (2 * attn + mlp + 3 * d) + 2 * d
+    n += 2 * cfg.rel_buckets * h
+    if not cfg.tie_embeddings:
+        n += d * cfg.vocab_size
+    if include_embeddings:
+        n += cfg.vocab_size * d
+    return n
