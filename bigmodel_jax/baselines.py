@@ -64,3 +64,18 @@ def logreg_pixels(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, 
     (xtr, ytr), (xte, yte) = [(x.reshape(len(x), -1), y) for x, y in (train, test)]
     model = LogisticRegression(max_iter=2000).fit(xtr, ytr)
     return {"accuracy": float(model.score(xte, yte))}
+
+
+def retrieval(train: list[tuple[str, str]], sources: list[str], analyzer: str = "word") -> list[str]:
+    """Translation memory: for each source, the target of the most similar training source (TF-IDF
+    cosine over word 1-2 grams, or character 1-4 grams with analyzer="char" for text without
+    spaces, Japanese, or spelled-out letters). The baseline a seq2seq model has to beat."""
+    train_sources, train_targets = zip(*train)
+    vectorizer = (TfidfVectorizer(analyzer="char", ngram_range=(1, 4), sublinear_tf=True) if analyzer == "char"
+                  else TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"))
+    memory = vectorizer.fit_transform(train_sources)
+    queries = vectorizer.transform(sources)
+    best = []
+    for start in range(0, queries.shape[0], 256):  # a dense [256, N] block of similarities at a time
+        best.extend(np.asarray((queries[start:start + 256] @ memory.T).argmax(axis=1)).ravel().tolist())
+    return [train_targets[i] for i in best]

@@ -30,7 +30,8 @@ from bigmodel_jax.errors import ConfigError
 CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.norm": ("layernorm", "rmsnorm"),
-    "model.activation": ("gelu", "gelu_tanh", "swiglu"),
+    "model.activation": ("gelu", "gelu_tanh", "swiglu", "relu", "geglu"),
+    "data.spm_model_type": ("unigram", "bpe", "word", "char"),
     "model.positions": ("learned", "rope"),
     "data.tokenizer": ("char", "bpe"),
     "optim.name": ("adamw", "adam", "sgd"),
@@ -46,7 +47,8 @@ POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.ml
 
 # metric -> True when higher is better; train.eval_metric picks the one that decides "best"
 EVAL_METRICS = {"loss": False, "perplexity": False, "mse": False, "mae": False, "accuracy": True,
-                "macro_f1": True, "precision": True, "recall": True, "f1": True, "exact_match": True}
+                "macro_f1": True, "precision": True, "recall": True, "f1": True, "exact_match": True,
+                "token_accuracy": True, "bleu": True, "chrf": True, "per": False, "wer": False}
 PROGRAM = "bigmodel_jax"  # argv[0] for absl, which skips it
 
 

@@ -95,3 +95,31 @@ def squad(predictions: Sequence[str], gold_answers: Sequence[Sequence[str]]) -> 
         f1.append(max(_f1(pred, g) for g in golds))
     n = max(len(em), 1)
     return {"exact_match": sum(em) / n, "f1": sum(f1) / n}
+
+
+def translation(hypotheses: Sequence[str], references: Sequence[str], target_lang: str) -> dict[str, float]:
+    """sacrebleu's corpus BLEU and chrF (both in [0, 1] here, sacrebleu prints x 100). Japanese has
+    no spaces between words: its BLEU counts characters (sacrebleu's `char` tokenizer; `ja-mecab`
+    needs MeCab and a dictionary, which do not ship offline), chrF is character-based anyway."""
+    import sacrebleu
+
+    tokenize = "char" if target_lang == "ja" else "13a"
+    bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize)
+    chrf = sacrebleu.corpus_chrf(list(hypotheses), [list(references)])
+    return {"bleu": bleu.score / 100, "chrf": chrf.score / 100}
+
+
+def phoneme_errors(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """G2P's phoneme error rate (edit distance over phonemes / reference phonemes, jiwer's WER on
+    space-separated phonemes) and word error rate (a word is wrong unless it equals one of its
+    pronunciations exactly). A word with several pronunciations is scored against the closest."""
+    import jiwer
+
+    edits = total = wrong = 0
+    for hyp, refs in zip(hypotheses, references, strict=True):
+        scored = [(jiwer.process_words(ref, hyp if hyp.strip() else "<empty>"), ref) for ref in refs]
+        out, ref = min(scored, key=lambda s: s[0].wer)
+        edits += out.substitutions + out.deletions + out.insertions
+        total += len(ref.split())
+        wrong += hyp.split() != ref.split()
+    return {"per": edits / max(total, 1), "wer": wrong / max(len(hypotheses), 1)}

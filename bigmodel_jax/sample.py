@@ -1,6 +1,9 @@
-"""Generate text from a trained causal LM or from real pretrained decoder weights, streaming it.
+"""Generate text from a trained causal LM or from real pretrained decoder weights, streaming it; or
+an encoder-decoder's output for a source text (a seq2seq workdir or a Hugging Face T5 directory
+with its spiece.model: --prompt is the source).
 
     python -m bigmodel_jax.sample --workdir runs/gpt_char --prompt "ROMEO:" [--checkpoint best]
+    python -m bigmodel_jax.sample --workdir runs/t5_ja_en --prompt "元始に神天地を創造たまへり" --beams 4
     python -m bigmodel_jax.sample --model smollm2 --prompt "What is gravity?"     # chat, SmolLM2-135M GGUF
     python -m bigmodel_jax.sample --model HF_DIR --prompt "..."                   # a GPT-2 / Llama directory
     python -m bigmodel_jax.sample --model FILE.gguf --prompt "..."
@@ -16,6 +19,7 @@ reply stops at the model's end-of-turn token; --no-chat feeds the prompt as raw 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -31,8 +35,13 @@ def load_workdir(workdir: str | Path, which: str = "latest"):
     from bigmodel_jax.transfer import load_trained
 
     model, cfg, step = load_trained(workdir, which)
+    if cfg.task == "seq2seq":
+        from bigmodel_jax.data.spm import SentencePieceTokenizer
+
+        return model, SentencePieceTokenizer.from_dir(Path(workdir) / "tokenizer"), step
     if cfg.task != "causal_lm":
-        raise SystemExit(f"{workdir} holds a {cfg.task!r} model; sampling needs a causal LM (task 'causal_lm')")
+        raise SystemExit(f"{workdir} holds a {cfg.task!r} model; sampling needs a causal LM (task 'causal_lm') "
+                         "or an encoder-decoder (task 'seq2seq')")
     return model, load_tokenizer(workdir), step
 
 
@@ -48,10 +57,25 @@ def load_pretrained(name: str, dtype: str = "float32"):
         return load_gguf(path, dtype)
     if not path.is_dir():
         raise SystemExit(f"--model {name}: not 'smollm2', a .gguf file or a Hugging Face directory")
+    if _model_type(path) == "t5":
+        from bigmodel_jax.data.spm import SentencePieceTokenizer
+        from bigmodel_jax.hf_t5 import load_t5_dir
+
+        try:
+            return load_t5_dir(path, dtype), SentencePieceTokenizer.from_dir(path)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"--model {name}: {e}") from None
     model, tokenizer = load_decoder_dir(path, dtype)
     if tokenizer is None:
         raise SystemExit(f"{path} has no tokenizer files (tokenizer.json, or vocab.json + merges.txt)")
     return model, tokenizer
+
+
+def _model_type(directory: Path) -> str | None:
+    try:
+        return json.loads((directory / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None  # load_decoder_dir names the problem
 
 
 def _decode(tokenizer, ids: list[int]) -> str:
@@ -99,27 +123,34 @@ def main(argv: list[str] | None = None) -> int:
         header, stops, text, chat = f"# {args.checkpoint} checkpoint, step {step}", (), args.prompt, False
     else:
         model, tokenizer = load_pretrained(args.model, args.dtype)
-        header, stops, text = f"# {args.model}", tokenizer.eos_ids, args.prompt
-        chat = bool(tokenizer.chat_template) and not args.no_chat
+        header, stops, text = f"# {args.model}", getattr(tokenizer, "eos_ids", ()), args.prompt
+        chat = bool(getattr(tokenizer, "chat_template", None)) and not args.no_chat
         if chat:
             messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
                 {"role": "user", "content": args.prompt}]
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    ids = tokenizer.encode(text)
+    seq2seq = hasattr(model, "encode")  # an encoder-decoder: the prompt is its source, its decoder starts blank
+    ids = tokenizer.encode([text])[0] if seq2seq else tokenizer.encode(text)
     if not ids:
         p.error("the prompt encodes to no tokens")
     print(header, file=sys.stderr)
     cache_dtype = jnp.bfloat16 if args.bf16_cache else None
     prompts = [ids] * args.num_samples
+    source = None
+    if seq2seq:
+        source, prompts, stops, chat = prompts, [[tokenizer.pad_id]] * args.num_samples, (tokenizer.eos_id,), True
+        args.max_new_tokens = min(args.max_new_tokens, model.cfg.max_len - 1)  # the decoder's cache
 
     if args.beams:
         out, scores = beam_search(model, prompts[:1], args.max_new_tokens, num_beams=args.beams,
-                                  length_penalty=args.length_penalty, stop_tokens=stops, cache_dtype=cache_dtype)
+                                  length_penalty=args.length_penalty, stop_tokens=stops, cache_dtype=cache_dtype,
+                                  source=None if source is None else source[:1])
         print(("" if chat else args.prompt) + _decode(tokenizer, out[0]))
         print(f"# beam score {scores[0]:.4f}", file=sys.stderr)
         return 0
     chunks = stream(model, prompts, args.max_new_tokens, sampling=sampling, seed=args.seed, stop_tokens=stops,
-                    cache_dtype=cache_dtype, chunk=None if args.no_stream or args.num_samples > 1 else 4)
+                    cache_dtype=cache_dtype, chunk=None if args.no_stream or args.num_samples > 1 else 4,
+                    source=source)
     rows = [[] for _ in prompts]
     shown = ""
     echo = "" if chat else args.prompt  # a raw LM continues the prompt; a chat model answers it

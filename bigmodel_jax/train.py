@@ -157,7 +157,8 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     if meta is None:
         return
     saved = json.loads(meta["config"])["model"]
-    free = ("dtype", "dropout", "drop_path", "remat")  # precision, regularization and remat may change between runs
+    # precision, regularization and remat may change between runs
+    free = ("dtype", "dropout", "drop_path", "remat", "label_smoothing")
     diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if k not in free and saved.get(k) != v}
     if diff:
         key = sorted(diff)[0]

@@ -27,12 +27,12 @@ from flax import nnx
 
 from bigmodel_jax import checkpoint, hf, pretrained, tasks
 from bigmodel_jax.errors import ConfigError
-from bigmodel_jax.models import bert, gpt, vit
+from bigmodel_jax.models import bert, encdec, gpt, vit
 
 log = logging.getLogger(__name__)
 
-ARCH_KEYS = {"gpt": gpt.ARCH_KEYS, "bert": bert.ARCH_KEYS, "vit": vit.ARCH_KEYS}
-NAMES = {"gpt": "GPT", "bert": "BERT", "vit": "ViT"}
+ARCH_KEYS = {"gpt": gpt.ARCH_KEYS, "bert": bert.ARCH_KEYS, "vit": vit.ARCH_KEYS, "t5": encdec.ARCH_KEYS}
+NAMES = {"gpt": "GPT", "bert": "BERT", "vit": "ViT", "t5": "T5"}
 HF_CONFIGS = {"bert": hf.bert_config, "vit": hf.vit_config}  # families that start from a Hugging Face directory
 
 

@@ -133,8 +133,10 @@ class EncoderDecoder(nnx.Module):
         self.decoder_bias = RelativeBias(cfg.num_heads, bidirectional=False, **bias)
         self.decoder = nnx.List([DecoderLayer(cfg, self.dtype, rngs=rngs) for _ in range(cfg.num_decoder_layers)])
         self.decoder_norm = Norm(cfg.width, "rmsnorm", eps=cfg.norm_eps, use_bias=False)
+        # untied head: std width**-0.5 puts the first logits near unit scale (transformers draws it
+        # with std 1, logits ~ sqrt(width) and a first loss ~8x ln(vocab); loaded weights replace it)
         self.lm_head = (None if cfg.tie_embeddings
-                        else param(rngs.params(), (cfg.width, cfg.vocab_size), ("embed", "vocab"), 1.0))
+                        else param(rngs.params(), (cfg.width, cfg.vocab_size), ("embed", "vocab"), cfg.width ** -0.5))
         self.dropout = nnx.Dropout(cfg.dropout)
 
     def __call__(self, source_bs: jax.Array, source_mask_bs: jax.Array, target_in_bt: jax.Array, *,

@@ -1,0 +1,69 @@
+"""A sentencepiece vocabulary with T5's special ids (pad 0, eos 1, unk 2; no bos), trained on a
+run's training split or read from a T5 directory's `spiece.model`.
+
+model_type "unigram" for text (one joint vocabulary for English and Japanese: character_coverage
+0.9995 keeps rare kanji as pieces instead of <unk>); "word" for already-segmented symbols (G2P's
+letters and phonemes, each one token).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+
+FILE = "spiece.model"
+PAD, EOS, UNK = 0, 1, 2
+
+
+class SentencePieceTokenizer:
+    pad_id, eos_id, unk_id = PAD, EOS, UNK
+
+    def __init__(self, model_proto: bytes):
+        self.proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        if (self.sp.pad_id(), self.sp.eos_id(), self.sp.unk_id()) != (PAD, EOS, UNK):
+            raise ValueError(f"a T5 vocabulary has pad 0, eos 1, unk 2; this one has pad {self.sp.pad_id()}, "
+                             f"eos {self.sp.eos_id()}, unk {self.sp.unk_id()}")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, model_type: str = "unigram") -> "SentencePieceTokenizer":
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type=model_type,
+            pad_id=PAD, eos_id=EOS, unk_id=UNK, bos_id=-1, character_coverage=0.9995, hard_vocab_limit=False,
+            input_sentence_size=2_000_000, shuffle_input_sentence=False, num_threads=2, minloglevel=2)
+        return cls(model.getvalue())
+
+    @classmethod
+    def from_dir(cls, directory: str | Path) -> "SentencePieceTokenizer":
+        path = Path(directory) / FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (a T5 vocabulary is a sentencepiece {FILE})")
+        try:
+            return cls(path.read_bytes())
+        except RuntimeError as e:
+            raise ValueError(f"{path}: not a sentencepiece model ({e})") from None
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / FILE).write_bytes(self.proto)
+        return directory
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, texts: Sequence[str], eos: bool = True) -> list[list[int]]:
+        """Token ids per text, each ended by eos (as T5 inputs and targets are)."""
+        return [ids + [EOS] if eos else ids for ids in self.sp.encode(list(texts))]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ids up to the first eos, pads dropped."""
+        ids = [int(i) for i in ids]
+        if EOS in ids:
+            ids = ids[:ids.index(EOS)]
+        return self.sp.decode([i for i in ids if i != PAD])
