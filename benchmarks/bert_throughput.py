@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import alternate  # noqa: E402
+from benchmarks.common import alternate, step_timer  # noqa: E402
 from bigmodel_jax import metrics, sharding  # noqa: E402
 from bigmodel_jax.config import apply_overrides, load_config_file  # noqa: E402
 from bigmodel_jax.tasks import mlm  # noqa: E402
@@ -121,16 +121,7 @@ def time_torch(cfg, batch: dict, steps: int, warmup: int):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def run(n):
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            one_step()
-            times.append(time.perf_counter() - t0)
-        return times
-
-    run(warmup)
-    return lambda: run(steps)  # -> seconds of each step
+    return step_timer(one_step, steps, warmup)
 
 
 def measure(cfg, batch: dict, steps: int, repeats: int, warmup: int, all_positions: bool = True) -> dict:

@@ -51,6 +51,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def step_timer(one_step, steps: int, warmup: int):
+    """Runs one_step `warmup` times (compile, warm caches), then returns a function that runs it
+    `steps` more times and returns the seconds of each (what `alternate` takes)."""
+    def run(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            one_step()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    run(warmup)
+    return lambda: run(steps)
+
+
 def alternate(fns: dict, repeats: int) -> dict:
     """Calls each fn (-> list of seconds) in turn, `repeats` rounds; the fastest time of each."""
     times = {k: [] for k in fns}

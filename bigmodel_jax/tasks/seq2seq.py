@@ -4,8 +4,11 @@ label smoothing), and evaluation that decodes the validation set and scores the 
 Datasets (data.dataset), from data/pairs.py: "bible_en_ja" / "bible_ja_en" (verse translation,
 whole books held out; scored with sacrebleu BLEU and chrF), "cmudict" (grapheme-to-phoneme, split
 by word; phoneme and word error rates against the closest pronunciation), "pairs" (JSONL or TSV
-files data.train_file / validation_file / test_file: summarization, dialogue; BLEU and chrF).
-The vocabulary is a sentencepiece model trained on the training split (or init_from's).
+files data.train_file / validation_file / test_file: summarization, dialogue; BLEU and chrF),
+"plays_span" (T5's span-corruption pretraining on windows of the plays, data/span_corruption.py:
+a new draw of the spans every time a window is seen; validation corrupts its windows once, and is
+scored by loss and token accuracy). The vocabulary is a sentencepiece model trained on the
+training split (or data.tokenizer_dir's: a vocabulary shared with the task to finetune on).
 
 Decoding in evaluation is greedy, inside the compiled eval step (the encoder once, then one
 token per step through the KV cache); `python -m bigmodel_jax.sample` and generate.beam_search
@@ -28,6 +31,7 @@ from flax import nnx
 
 from bigmodel_jax import distributed, eval_metrics
 from bigmodel_jax.data import pairs, pipeline
+from bigmodel_jax.data.span_corruption import SENTINELS, corrupt, window_length
 from bigmodel_jax.data.spm import EOS, PAD, SentencePieceTokenizer
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.encdec import EncoderDecoder, count_params
@@ -50,9 +54,20 @@ DATASETS: dict[str, Callable] = {
     "bible_ja_en": lambda d: pairs.bible(Path(d.tfds_dir).expanduser(), "ja_en"),
     "cmudict": lambda d: pairs.cmudict(Path(d.tfds_dir).expanduser(), d.path or None),
     "pairs": _files,
+    "plays_span": lambda d: _plays_text(d),
 }
 SCORES = {"bible_en_ja": ("bleu", "chrf"), "bible_ja_en": ("bleu", "chrf"), "cmudict": ("per", "wer"),
-          "pairs": ("bleu", "chrf")}
+          "pairs": ("bleu", "chrf"), "plays_span": ()}
+
+
+def _plays_text(d) -> dict[str, list[dict]]:
+    """The plays' train and validation text as one record each (the source; span corruption
+    makes the pairs), their lines being what the vocabulary is trained on."""
+    from bigmodel_jax.data import plays
+
+    tfds_dir, plays_dir = Path(d.tfds_dir).expanduser(), d.plays_dir or None
+    return {name: [{"source": plays.load_split_text(tfds_dir, name, plays_dir), "targets": [], "key": name}]
+            for name in ("train", "validation")}
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -60,13 +75,17 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if d.dataset not in DATASETS:
         raise ConfigError("data.dataset", d.dataset, f"one of {sorted(DATASETS)}")
     metric = cfg.train.eval_metric
-    if metric not in ("loss", "token_accuracy", *SCORES[d.dataset]):
-        raise ConfigError("train.eval_metric", metric, f"one of loss, token_accuracy, {', '.join(SCORES[d.dataset])} "
-                          f"for {d.dataset}")
+    valid = ("loss", "token_accuracy", *SCORES[d.dataset])
+    if metric not in valid:
+        raise ConfigError("train.eval_metric", metric, f"one of {', '.join(valid)} for {d.dataset}")
     if d.dataset == "pairs":
         for name in ("train_file", "validation_file", "test_file"):
             if not Path(getattr(d, name)).expanduser().is_file():
                 raise ConfigError(f"data.{name}", getattr(d, name), "a .jsonl or .tsv file of pairs")
+    if d.dataset == "plays_span":
+        from bigmodel_jax.data import plays
+
+        plays.check_plays_dir(d.plays_dir)
     if m.remat != "none":
         raise ConfigError("model.remat", m.remat, "'none': the encoder-decoder has no rematerialization yet")
     if m.activation not in ("relu", "geglu"):
@@ -159,7 +178,10 @@ def corpus_metrics(outputs: dict[str, np.ndarray], reference: Reference) -> dict
 
 
 def score_texts(hypotheses: list[str], reference: Reference) -> dict[str, float]:
-    """The dataset's own scores of output texts: PER/WER for G2P, else BLEU/chrF."""
+    """The dataset's own scores of output texts: PER/WER for G2P, none for span corruption (its
+    loss and token accuracy say it), else BLEU/chrF."""
+    if reference.dataset == "plays_span":
+        return {}
     if reference.dataset == "cmudict":
         return eval_metrics.phoneme_errors(hypotheses, reference.targets)
     lang = "ja" if reference.dataset == "bible_en_ja" else "en"
@@ -197,7 +219,9 @@ def tokenizer(cfg: ml_collections.ConfigDict, workdir: Path, splits: dict[str, l
         if directory is not None and (directory / "spiece.model").is_file():
             return SentencePieceTokenizer.from_dir(directory)
     if process_index == 0:
-        tok = SentencePieceTokenizer.train(pairs.iter_texts(splits), d.vocab_size, d.spm_model_type)
+        span = d.dataset == "plays_span"
+        texts = splits["train"][0]["source"].splitlines() if span else pairs.iter_texts(splits)
+        tok = SentencePieceTokenizer.train(texts, d.vocab_size, d.spm_model_type, SENTINELS if span else ())
         tok.save(workdir / "tokenizer")
         log.info("trained a sentencepiece %s vocabulary (%d pieces) on the training split, saved to %s",
                  d.spm_model_type, tok.vocab_size, workdir / "tokenizer")
@@ -213,6 +237,8 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
         splits["train"] = [splits["train"][i] for i in seeded_subset(len(splits["train"]), d.max_train_examples,
                                                                      cfg.seed)]
     tok = tokenizer(cfg, Path(workdir), splits, process_index)
+    if d.dataset == "plays_span":
+        return span_data(cfg, tok, splits, process_index, process_count)
     train = encode_pairs(tok, splits["train"], d.source_len, d.target_len, every_target=True)
 
     def eval_set(name: str, limit: int) -> EvalSet:
@@ -227,3 +253,48 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
     return TaskData(tok, pipeline.example_dataset(train, b, cfg.seed, process_index, process_count),
                     eval_set("validation", d.eval_examples), f"{len(train['source']):,} pairs",
                     eval_set("test", 0), model_overrides={"vocab_size": tok.vocab_size})
+
+
+def _span_arrays(source: list[int], target: list[int], source_len: int, target_len: int) -> dict[str, np.ndarray]:
+    out = {k: np.zeros(n, np.int32) for k, n in (("source", source_len), ("source_mask", source_len),
+                                                 ("decoder_in", target_len), ("target", target_len),
+                                                 ("target_mask", target_len))}
+    out["source"][:len(source)], out["source_mask"][:len(source)] = source, 1
+    out["target"][:len(target)], out["target_mask"][:len(target)] = target, 1
+    out["decoder_in"][1:len(target)] = target[:-1]
+    return out
+
+
+def span_data(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer, splits: dict[str, list[dict]],
+              process_index: int, process_count: int) -> TaskData:
+    """Span corruption over non-overlapping windows of each split's token stream, as long as
+    fits data.source_len / target_len once corrupted."""
+    d, b = cfg.data, cfg.train.batch_size
+    try:
+        sentinels = [tok.piece_id(s) for s in SENTINELS]
+    except KeyError as e:
+        raise ConfigError("data.tokenizer_dir", d.tokenizer_dir, f"a vocabulary with T5's sentinels <extra_id_0..99> "
+                          f"(span corruption needs them: {e})") from None
+    length = window_length(d.source_len, d.target_len)
+
+    def windows(name: str) -> np.ndarray:
+        ids = np.asarray([i for line in tok.encode(splits[name][0]["source"].splitlines(), eos=False) for i in line],
+                         np.int32)
+        return ids[:len(ids) // length * length].reshape(-1, length)
+
+    def transform(example: dict, rng: np.random.Generator) -> dict:
+        return _span_arrays(*corrupt(example["window"], sentinels, EOS, rng), d.source_len, d.target_len)
+
+    train = windows("train")
+    val = windows("validation")
+    keep = seeded_subset(len(val), d.eval_examples, cfg.seed) if d.eval_examples else np.arange(len(val))
+    rng = np.random.default_rng(cfg.seed)
+    rows = [_span_arrays(*corrupt(val[i], sentinels, EOS, rng), d.source_len, d.target_len) for i in keep]
+    arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    validation = EvalSet(pipeline.example_eval_batches(arrays, b, process_index, process_count),
+                         f"{len(keep):,} of {len(val):,} windows of {length} tokens",
+                         Reference([[] for _ in keep], tok.decode, d.dataset))
+    return TaskData(tok, pipeline.example_dataset({"window": train}, b, cfg.seed, process_index, process_count,
+                                                  transform),
+                    validation, f"{len(train):,} windows of {length} tokens ({train.size:,} tokens)",
+                    model_overrides={"vocab_size": tok.vocab_size})
