@@ -41,7 +41,8 @@ CHOICES = {
     "train.loss": ("cross_entropy", "mse"),  # classification tasks only; the others' configs lack it
 }
 POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.mlp_dim", "model.max_len",
-                 "model.image_size", "model.patch_size",
+                 "model.image_size", "model.patch_size", "model.head_dim", "model.num_decoder_layers",
+                 "data.source_len", "data.target_len",
                  "data.seq_len", "train.num_steps", "train.batch_size", "train.eval_every", "train.eval_batches",
                  "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.grad_accum_steps")
 

@@ -220,7 +220,8 @@ def test_seq2seq_config_errors_name_the_key(tmp_path):
                               ("data.target_len", 16, r"data.target_len.*16.*less than model.max_len=16"),
                               ("model.activation", "swiglu", r"model.activation.*'relu' \(T5 v1.0\)"),
                               ("model.label_smoothing", 1.5, r"model.label_smoothing.*in \[0, 1\)"),
-                              ("data.test_file", "/no/such.tsv", r"data.test_file.*/no/such.tsv")):
+                              ("data.test_file", "/no/such.tsv", r"data.test_file.*/no/such.tsv"),
+                              ("data.source_len", 0, r"data.source_len.*0")):
         with pytest.raises(ConfigError, match=match):
             validate(apply_overrides(cfg, [f"{key}={value}"]), num_devices=1)
 
