@@ -160,3 +160,20 @@ def test_bad_directories_name_the_problem(pair, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bart"}')
     with pytest.raises(WeightsError, match="expected a T5 config"):
         hf_t5.load_t5_dir(tmp_path)
+
+
+def test_sample_runs_on_an_exported_t5_directory_with_its_vocabulary(tmp_path, capsys):
+    from bigmodel_jax import sample
+    from bigmodel_jax.data.spm import SentencePieceTokenizer
+
+    tok = SentencePieceTokenizer.train(["the cat sat on the mat", "a dog ran in the park"] * 40, 40)
+    cfg = hf_t5.t5_config({"model_type": "t5", "vocab_size": tok.vocab_size, "d_model": 16, "d_kv": 4, "d_ff": 32,
+                           "num_layers": 1, "num_heads": 4, "feed_forward_proj": "gated-gelu",
+                           "tie_word_embeddings": False, "n_positions": 32})
+    hf_t5.save_t5_dir(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), tmp_path, tok)
+    assert (tmp_path / "spiece.model").is_file()
+    assert sample.main(["--model", str(tmp_path), "--prompt", "the cat", "--greedy", "--max-new-tokens", "8"]) == 0
+    assert sample.main(["--model", str(tmp_path), "--prompt", "the cat", "--beams", "2", "--max-new-tokens", "8"]) == 0
+    (tmp_path / "spiece.model").unlink()
+    with pytest.raises(SystemExit, match="spiece.model is missing"):
+        sample.main(["--model", str(tmp_path), "--prompt", "the cat"])
