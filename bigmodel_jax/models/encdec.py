@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import DTYPES, MLP, Attention, Embed, KVCache, Norm, gathered, matmul, param
+from bigmodel_jax.models.layers import DTYPES, GATED, MLP, Attention, Embed, KVCache, Norm, gathered, matmul, param
 from bigmodel_jax.sharding import constrain
 
 ARCH_KEYS = ("num_layers", "num_decoder_layers", "width", "num_heads", "head_dim", "mlp_dim", "activation",
@@ -221,7 +221,7 @@ def count_params(cfg: ml_collections.ConfigDict, include_embeddings: bool = True
     """Parameter count from the config alone (FLOPs; a test checks it against the model)."""
     d, f, inner, h = cfg.width, cfg.mlp_dim, cfg.num_heads * cfg.head_dim, cfg.num_heads
     attn = 4 * d * inner
-    mlp = d * f * (3 if cfg.activation in ("geglu", "swiglu") else 2)
+    mlp = d * f * (3 if cfg.activation in GATED else 2)
     n = cfg.num_layers * (attn + mlp + 2 * d) + cfg.num_decoder_layers * (2 * attn + mlp + 3 * d) + 2 * d
     n += 2 * cfg.rel_buckets * h
     if not cfg.tie_embeddings:

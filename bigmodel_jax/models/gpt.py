@@ -10,7 +10,8 @@ import ml_collections
 from flax import nnx
 
 from bigmodel_jax.sharding import constrain
-from bigmodel_jax.models.layers import DTYPES, Block, Embed, KVCache, Norm, gathered, init_kv_cache, matmul, param
+from bigmodel_jax.models.layers import (DTYPES, GATED, Block, Embed, KVCache, Norm, gathered, init_kv_cache, matmul,
+                                       param)
 # The model values an init_from source fixes (the vocabulary comes with the run's tokenizer).
 ARCH_KEYS = ("num_layers", "width", "num_heads", "num_kv_heads", "mlp_dim", "max_len", "positions", "rope_theta",
              "norm", "norm_eps", "activation", "use_bias", "tie_embeddings")
@@ -97,7 +98,8 @@ def count_params(cfg: ml_collections.ConfigDict, include_embeddings: bool = True
     b = 1 if cfg.use_bias else 0
     norm = d * (2 if (cfg.norm == "layernorm" and cfg.use_bias) else 1)
     attn = d * d * 2 + d * kv * 2 + b * (2 * d + 2 * kv)
-    mlp = d * f * (3 if cfg.activation == "swiglu" else 2) + b * (f * (2 if cfg.activation == "swiglu" else 1) + d)
+    gated = cfg.activation in GATED
+    mlp = d * f * (3 if gated else 2) + b * (f * (2 if gated else 1) + d)
     n = L * (attn + mlp + 2 * norm) + norm
     if not cfg.tie_embeddings:
         n += d * V
