@@ -292,5 +292,9 @@ def params_from_dir(directory: str | Path) -> tuple[ml_collections.ConfigDict, d
         return bert_params_from_dir(directory)
     if kind == "vit":
         return vit_params_from_dir(directory)
+    if kind == "t5":
+        from bigmodel_jax.hf_t5 import t5_params_from_dir  # hf_t5 reads through weights, like this module
+
+        return t5_params_from_dir(directory)
     raise ValueError(f"{Path(directory) / 'config.json'}: model_type {kind!r} cannot initialize a model here "
-                     "(supported: 'bert', 'vit')")
+                     "(supported: 'bert', 'vit', 't5')")

@@ -111,6 +111,13 @@ def load_t5_dir(directory: str | Path, dtype: str = "float32") -> EncoderDecoder
     return load_t5_tensors(abstract_t5(cfg), tensors, str(directory / "model.safetensors"))
 
 
+def t5_params_from_dir(directory: str | Path) -> tuple[ml_collections.ConfigDict, dict]:
+    """(our model config, params as a pure dict) of a T5 directory: `init_from` starts a seq2seq
+    run from it."""
+    return t5_config(weights.read_hf_dir(directory)[0]), nnx.to_pure_dict(nnx.state(load_t5_dir(directory),
+                                                                                    nnx.Param))
+
+
 def t5_hf_config(c) -> dict:
     """config.json of a transformers T5ForConditionalGeneration computing what our model does."""
     return {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "vocab_size": c.vocab_size,

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax import checkpoint, hf, pretrained, tasks
+from bigmodel_jax import checkpoint, hf, hf_t5, pretrained, tasks
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models import bert, encdec, gpt, vit
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ARCH_KEYS = {"gpt": gpt.ARCH_KEYS, "bert": bert.ARCH_KEYS, "vit": vit.ARCH_KEYS, "t5": encdec.ARCH_KEYS}
 NAMES = {"gpt": "GPT", "bert": "BERT", "vit": "ViT", "t5": "T5"}
-HF_CONFIGS = {"bert": hf.bert_config, "vit": hf.vit_config}  # families that start from a Hugging Face directory
+HF_CONFIGS = {"bert": hf.bert_config, "vit": hf.vit_config, "t5": hf_t5.t5_config}  # families that start from HF
 
 
 def path_key(path) -> str:

@@ -265,3 +265,23 @@ def test_span_corruption_pretraining_on_the_plays_runs(tfds_dir, tmp_path):
     assert losses[-1] < losses[0] and set(result.val_metrics[20]) == {"loss", "token_accuracy"}
     tok = SentencePieceTokenizer.from_dir(tmp_path / "tokenizer")
     assert [tok.piece_id(f"<extra_id_{i}>") for i in (0, 99)] == [3, 102]
+
+
+def test_init_from_a_hugging_face_t5_directory_takes_its_weights_and_vocabulary(tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from bigmodel_jax.transfer import load_trained
+
+    cfg = _pairs_config(tmp_path, **{"train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
+                                     "optim.lr": 1e-12, "optim.warmup_steps": 0})
+    tok = SentencePieceTokenizer.train([line.split("\t")[0] for line in open(cfg.data.train_file)], 16, "word")
+    hf = T5ForConditionalGeneration(T5Config(vocab_size=tok.vocab_size + 8, d_model=24, d_kv=6, d_ff=40, num_layers=1,
+                                             num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=False))
+    hf.save_pretrained(tmp_path / "hf")
+    tok.save(tmp_path / "hf")
+    result = train.train(apply_overrides(cfg, [f"init_from={tmp_path / 'hf'}"]), tmp_path / "run")
+    assert result.step == 2
+    model, run_cfg, _ = load_trained(tmp_path / "run")
+    assert (run_cfg.model.width, run_cfg.model.vocab_size) == (24, tok.vocab_size + 8)  # the source's shape
+    np.testing.assert_allclose(np.asarray(model.shared.embedding[...]), hf.shared.weight.detach().numpy(), atol=1e-6)
+    assert SentencePieceTokenizer.from_dir(tmp_path / "run" / "tokenizer").encode(["a b"]) == tok.encode(["a b"])

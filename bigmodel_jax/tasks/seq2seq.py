@@ -17,6 +17,7 @@ decode with beams.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax import distributed, eval_metrics
+from bigmodel_jax import checkpoint, distributed, eval_metrics, pretrained
 from bigmodel_jax.data import pairs, pipeline
 from bigmodel_jax.data.span_corruption import SENTINELS, corrupt, window_length
 from bigmodel_jax.data.spm import EOS, PAD, SentencePieceTokenizer
@@ -212,12 +213,20 @@ def encode_pairs(tok: SentencePieceTokenizer, records: list[dict], source_len: i
 
 def tokenizer(cfg: ml_collections.ConfigDict, workdir: Path, splits: dict[str, list[dict]],
               process_index: int) -> SentencePieceTokenizer:
-    """The workdir's vocabulary; else data.tokenizer_dir's (init_from's); else one trained on the
-    training split (process 0 trains and saves it, the others wait and read it)."""
+    """The workdir's vocabulary; else data.tokenizer_dir's; else init_from's (a workdir's
+    tokenizer/, a T5 directory's spiece.model); else one trained on the training split (process 0
+    trains and saves it, the others wait and read it). The workdir keeps a copy."""
     d = cfg.data
-    for directory in (workdir / "tokenizer", Path(d.tokenizer_dir).expanduser() if d.tokenizer_dir else None):
-        if directory is not None and (directory / "spiece.model").is_file():
-            return SentencePieceTokenizer.from_dir(directory)
+    directories = [workdir / "tokenizer"] + ([Path(d.tokenizer_dir).expanduser()] if d.tokenizer_dir else [])
+    if cfg.init_from:
+        source = pretrained.resolve(cfg.init_from)
+        directories += [source / "tokenizer", source]
+    for directory in directories:
+        if (directory / "spiece.model").is_file():
+            tok = SentencePieceTokenizer.from_dir(directory)
+            if directory != workdir / "tokenizer" and process_index == 0:
+                tok.save(workdir / "tokenizer")  # the run decodes (sample, seq2seq_eval) from its own copy
+            return tok
     if process_index == 0:
         span = d.dataset == "plays_span"
         texts = splits["train"][0]["source"].splitlines() if span else pairs.iter_texts(splits)
@@ -252,7 +261,22 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
 
     return TaskData(tok, pipeline.example_dataset(train, b, cfg.seed, process_index, process_count),
                     eval_set("validation", d.eval_examples), f"{len(train['source']):,} pairs",
-                    eval_set("test", 0), model_overrides={"vocab_size": tok.vocab_size})
+                    eval_set("test", 0), model_overrides={"vocab_size": vocab_size(cfg, tok)})
+
+
+def vocab_size(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer) -> int:
+    """The tokenizer's size, or init_from's embedding rows when it has more (t5-small's 32,128 rows
+    for its 32,000 pieces: the extra rows are never produced by the tokenizer). The source is read
+    here, not through transfer.py, which imports the task registry."""
+    if not cfg.init_from:
+        return tok.vocab_size
+    source = pretrained.resolve(cfg.init_from)
+    if (source / "config.json").is_file():
+        rows = json.loads((source / "config.json").read_text()).get("vocab_size", 0)
+    else:
+        meta = checkpoint.read_meta(source / "checkpoints")
+        rows = json.loads(meta["config"])["model"].get("vocab_size", 0) if meta else 0
+    return max(tok.vocab_size, int(rows or 0))
 
 
 def _span_arrays(source: list[int], target: list[int], source_len: int, target_len: int) -> dict[str, np.ndarray]:
@@ -297,4 +321,4 @@ def span_data(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer, split
     return TaskData(tok, pipeline.example_dataset({"window": train}, b, cfg.seed, process_index, process_count,
                                                   transform),
                     validation, f"{len(train):,} windows of {length} tokens ({train.size:,} tokens)",
-                    model_overrides={"vocab_size": tok.vocab_size})
+                    model_overrides={"vocab_size": vocab_size(cfg, tok)})
