@@ -25,7 +25,7 @@ from bigmodel_jax.transfer import load_trained
 def decode_split(model, tok: SentencePieceTokenizer, sources: list[str], source_len: int, max_new: int,
                  beams: int, length_penalty: float, batch: int = 32) -> list[str]:
     """Each source's output text, decoded in batches (sources cut to source_len tokens, eos kept)."""
-    ids = [s if len(s) <= source_len else s[:source_len - 1] + [tok.eos_id] for s in tok.encode(sources)]
+    ids = [seq2seq.cut(s, source_len) for s in tok.encode(sources)]
     out = []
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]

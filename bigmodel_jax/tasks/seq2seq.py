@@ -189,26 +189,32 @@ def score_texts(hypotheses: list[str], reference: Reference) -> dict[str, float]
     return eval_metrics.translation(hypotheses, [t[0] for t in reference.targets], lang)
 
 
+def cut(ids: list[int], length: int) -> list[int]:
+    """ids cut to length tokens, keeping the eos last (sources and targets longer than fits)."""
+    return ids if len(ids) <= length else ids[:length - 1] + [EOS]
+
+
+def pair_arrays(source: list[int], target: list[int], source_len: int, target_len: int) -> dict[str, np.ndarray]:
+    """One example's fixed-shape rows: source [S] (+ mask), decoder_in = start + target[:-1], target
+    [T] (+ mask); both already fit."""
+    out = {k: np.zeros(n, np.int32) for k, n in (("source", source_len), ("source_mask", source_len),
+                                                 ("decoder_in", target_len), ("target", target_len),
+                                                 ("target_mask", target_len))}
+    out["source"][:len(source)], out["source_mask"][:len(source)] = source, 1
+    out["target"][:len(target)], out["target_mask"][:len(target)] = target, 1
+    out["decoder_in"][1:len(target)] = target[:-1]
+    return out
+
+
 def encode_pairs(tok: SentencePieceTokenizer, records: list[dict], source_len: int, target_len: int,
                  every_target: bool = False) -> dict[str, np.ndarray]:
-    """Fixed-shape arrays: source [N, S] (+ mask), decoder_in = start + target[:-1], target [N, T]
-    (+ mask). Sequences longer than S / T are cut, keeping their eos as the last token. For
-    training with several targets per source (G2P's pronunciations), every_target makes one row
-    per target; otherwise the first target is the teacher-forced one."""
+    """pair_arrays of every record stacked [N, ...], sources and targets cut to fit. For training
+    with several targets per source (G2P's pronunciations), every_target makes one row per target;
+    otherwise the first target is the teacher-forced one."""
     rows = [(r["source"], t) for r in records for t in (r["targets"] if every_target else r["targets"][:1])]
-    src_ids = tok.encode([s for s, _ in rows])
-    tgt_ids = tok.encode([t for _, t in rows])
-    n = len(rows)
-    arrays = {k: np.zeros((n, length), np.int32) for k, length in
-              (("source", source_len), ("source_mask", source_len), ("decoder_in", target_len),
-               ("target", target_len), ("target_mask", target_len))}
-    for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
-        s = s if len(s) <= source_len else s[:source_len - 1] + [EOS]
-        t = t if len(t) <= target_len else t[:target_len - 1] + [EOS]
-        arrays["source"][i, :len(s)], arrays["source_mask"][i, :len(s)] = s, 1
-        arrays["target"][i, :len(t)], arrays["target_mask"][i, :len(t)] = t, 1
-        arrays["decoder_in"][i, 1:len(t)] = t[:-1]
-    return arrays
+    examples = [pair_arrays(cut(s, source_len), cut(t, target_len), source_len, target_len)
+                for s, t in zip(tok.encode([s for s, _ in rows]), tok.encode([t for _, t in rows]))]
+    return {k: np.stack([e[k] for e in examples]).astype(np.int32) for k in examples[0]}
 
 
 def tokenizer(cfg: ml_collections.ConfigDict, workdir: Path, splits: dict[str, list[dict]],
@@ -279,16 +285,6 @@ def vocab_size(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer) -> i
     return max(tok.vocab_size, int(rows or 0))
 
 
-def _span_arrays(source: list[int], target: list[int], source_len: int, target_len: int) -> dict[str, np.ndarray]:
-    out = {k: np.zeros(n, np.int32) for k, n in (("source", source_len), ("source_mask", source_len),
-                                                 ("decoder_in", target_len), ("target", target_len),
-                                                 ("target_mask", target_len))}
-    out["source"][:len(source)], out["source_mask"][:len(source)] = source, 1
-    out["target"][:len(target)], out["target_mask"][:len(target)] = target, 1
-    out["decoder_in"][1:len(target)] = target[:-1]
-    return out
-
-
 def span_data(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer, splits: dict[str, list[dict]],
               process_index: int, process_count: int) -> TaskData:
     """Span corruption over non-overlapping windows of each split's token stream, as long as
@@ -307,13 +303,13 @@ def span_data(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer, split
         return ids[:len(ids) // length * length].reshape(-1, length)
 
     def transform(example: dict, rng: np.random.Generator) -> dict:
-        return _span_arrays(*corrupt(example["window"], sentinels, EOS, rng), d.source_len, d.target_len)
+        return pair_arrays(*corrupt(example["window"], sentinels, EOS, rng), d.source_len, d.target_len)
 
     train = windows("train")
     val = windows("validation")
     keep = seeded_subset(len(val), d.eval_examples, cfg.seed) if d.eval_examples else np.arange(len(val))
     rng = np.random.default_rng(cfg.seed)
-    rows = [_span_arrays(*corrupt(val[i], sentinels, EOS, rng), d.source_len, d.target_len) for i in keep]
+    rows = [pair_arrays(*corrupt(val[i], sentinels, EOS, rng), d.source_len, d.target_len) for i in keep]
     arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     validation = EvalSet(pipeline.example_eval_batches(arrays, b, process_index, process_count),
                          f"{len(keep):,} of {len(val):,} windows of {length} tokens",
