@@ -72,8 +72,12 @@ class SentencePieceTokenizer:
         return i
 
     def decode(self, ids: Sequence[int]) -> str:
-        """The text of ids up to the first eos, pads dropped."""
+        """The text of ids up to the first eos, pads dropped.
+
+        Ids past the last piece are dropped too: a model's embedding table is often padded beyond its
+        tokenizer (T5's has 32,128 rows for 32,100 pieces), and an untrained or random model may pick those rows.
+        """
         ids = [int(i) for i in ids]
         if EOS in ids:
             ids = ids[:ids.index(EOS)]
-        return self.sp.decode([i for i in ids if i != PAD])
+        return self.sp.decode([i for i in ids if i != PAD and 0 <= i < self.vocab_size])
