@@ -25,7 +25,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from bigmodel_jax import sharding, tasks, transfer
+from bigmodel_jax.data.records import POLICIES as BAD_RECORD_POLICIES
 from bigmodel_jax.errors import ConfigError
+from bigmodel_jax.optim import NONFINITE_POLICIES
 
 CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
@@ -39,12 +41,15 @@ CHOICES = {
     "model.remat": ("none", "full", "dots_saveable"),
     "parallel.mode": ("jit", "pmap"),
     "train.loss": ("cross_entropy", "mse"),  # classification tasks only; the others' configs lack it
+    "train.on_nonfinite": NONFINITE_POLICIES,
+    "data.on_bad_record": BAD_RECORD_POLICIES,  # the families that read users' files
 }
 POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.mlp_dim", "model.max_len",
                  "model.image_size", "model.patch_size", "model.head_dim", "model.num_decoder_layers",
                  "data.source_len", "data.target_len",
                  "data.seq_len", "train.num_steps", "train.batch_size", "train.eval_every", "train.eval_batches",
-                 "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.grad_accum_steps")
+                 "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.grad_accum_steps",
+                 "train.max_nonfinite_skips")
 
 # metric -> True when higher is better; train.eval_metric picks the one that decides "best"
 EVAL_METRICS = {"loss": False, "perplexity": False, "mse": False, "mae": False, "accuracy": True,

@@ -24,3 +24,14 @@ class WeightsError(ValueError):
         where = f"{source}: tensor {tensor!r}: " if tensor else f"{source}: "
         shapes = f"expected shape {expected}, found {found}" if expected is not None else ""
         super().__init__(where + (f"{problem}; " if problem and shapes else problem) + shapes)
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on (a non-finite loss, a checkpoint that cannot be written): the
+    message says what happened, at which step, what was kept and how to go on. The CLIs print it
+    without a traceback."""
+
+
+class DataError(ValueError):
+    """A bad data file or record: names the file (and line or record) and what to fix. The CLIs
+    print it without a traceback."""

@@ -71,16 +71,27 @@ def peak_flops_per_device(dtype_name: str, cache_dir: str | None = "~/.cache/big
 
 
 class MetricsWriter:
-    """TensorBoard events + metrics.jsonl in the workdir; a no-op on processes other than 0."""
+    """TensorBoard events + metrics.jsonl in the workdir; a no-op on processes other than 0.
 
-    def __init__(self, workdir: str | Path, enabled: bool = True):
+    from_step: the step the run starts (or resumes) at. What an earlier, killed process logged
+    after it is dropped (metrics.jsonl rewritten atomically; TensorBoard told to purge those
+    events), as are earlier "test" rows, which a finishing run writes again: so a run killed and
+    resumed any number of times leaves the same rows as one that never stopped."""
+
+    def __init__(self, workdir: str | Path, enabled: bool = True, from_step: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         from tensorboardX import SummaryWriter
 
-        self.tb = SummaryWriter(str(Path(workdir) / "tb"))
-        self.jsonl = open(Path(workdir) / "metrics.jsonl", "a", buffering=1)
+        path = Path(workdir) / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines(keepends=True) if _keep(line, from_step)]
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(path)
+        self.tb = SummaryWriter(str(Path(workdir) / "tb"), purge_step=from_step + 1)
+        self.jsonl = open(path, "a", buffering=1)
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -95,6 +106,14 @@ class MetricsWriter:
         if self.enabled:
             self.tb.close()
             self.jsonl.close()
+
+
+def _keep(line: str, from_step: int) -> bool:
+    try:
+        row = json.loads(line)
+    except ValueError:  # a line cut short by a kill
+        return False
+    return row.get("step", 0) <= from_step and row.get("split") != "test"
 
 
 def make_progress(enabled: bool):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +46,13 @@ def penalty(strength: float, grad_fn: Callable[[jax.Array], jax.Array]) -> optax
 PENALTIES: dict[str, Callable[[jax.Array], jax.Array]] = {"l1": jnp.sign, "l2": lambda p: p}
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
-                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """cfg is `config.optim`. Returns (tx, schedule)."""
+NONFINITE_POLICIES = ("stop", "skip")  # train.on_nonfinite
+
+
+def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int, nonfinite: str = "stop"
+                    ) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
+    """cfg is `config.optim`; nonfinite is `train.on_nonfinite` (see guard_nonfinite). Returns
+    (tx, schedule); call tx.update with value=loss so a non-finite loss is caught too."""
     schedule = learning_rate_schedule(cfg, num_steps)
     if cfg.name == "adamw":
         core = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
@@ -60,7 +64,50 @@ def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
                            optax.sgd(schedule, momentum=cfg.momentum or None))
     chain = [penalty(cfg[key], grad_fn) for key, grad_fn in PENALTIES.items() if cfg.get(key, 0.0) > 0]
     chain += [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
-    return optax.chain(*chain, core), schedule
+    return guard_nonfinite(optax.chain(*chain, core), nonfinite), schedule
+
+
+class GuardState(NamedTuple):
+    inner: Any
+    count: jax.Array  # updates seen: the step index of the next one
+    skipped: jax.Array  # non-finite steps whose update was dropped, in all
+    in_a_row: jax.Array  # ... and since the last finite one
+    longest: jax.Array  # the most in a row so far
+    first_bad: jax.Array  # the first non-finite step, -1 while there is none
+
+
+def guard_nonfinite(inner: optax.GradientTransformation, policy: str) -> optax.GradientTransformationExtraArgs:
+    """inner's update, applied only when the step's loss (`value=`) and gradient are finite:
+    checked inside the compiled step on every step, so no bad value ever reaches the params or
+    the optimizer state. policy "skip" drops just the bad step's update; "stop" also latches:
+    once a step was bad every later update is dropped too, so the state the host finds at its
+    next check, and stops on without saving, is the last good one. The counters live in the
+    optimizer state, so checkpoints carry them and a resumed run counts on exactly."""
+    if policy not in NONFINITE_POLICIES:
+        raise ValueError(f"policy {policy!r} is not one of {NONFINITE_POLICIES}")
+
+    def init(params):
+        zero = jnp.zeros([], jnp.int32)
+        return GuardState(inner.init(params), zero, zero, zero, zero, jnp.full([], -1, jnp.int32))
+
+    def update(grads, state, params=None, *, value=None, **extra):
+        finite = jnp.isfinite(optax.tree.norm(grads))
+        if value is not None:
+            finite &= jnp.isfinite(value)
+        apply = finite if policy == "skip" else finite & (state.first_bad < 0)
+        updates, inner = inner_update(grads, state.inner, params, value=value, **extra)
+        # where() on the updates (not the new params) fuses into the optimizer's own elementwise pass
+        updates = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), updates)
+        inner = jax.tree.map(lambda new, old: jnp.where(apply, new, old), inner, state.inner)
+        bad = jnp.logical_not(finite)
+        in_a_row = jnp.where(bad, state.in_a_row + 1, 0).astype(jnp.int32)
+        return updates, GuardState(
+            inner, state.count + 1, state.skipped + bad.astype(jnp.int32), in_a_row,
+            jnp.maximum(state.longest, in_a_row),
+            jnp.where(bad & (state.first_bad < 0), state.count, state.first_bad).astype(jnp.int32))
+
+    inner_update = optax.with_extra_args_support(inner).update
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def accumulate_gradients(loss_and_grad: Callable, params: Any, batch: dict, num_micro: int,

@@ -117,7 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     if args.max_new_tokens < 1 or args.num_samples < 1 or args.beams < 0:
         p.error("--max-new-tokens and --num-samples must be >= 1, --beams >= 0")
+    try:
+        return _generate(args, sampling, p)
+    except (OSError, ValueError) as e:  # a missing workdir or file, a prompt beam search cannot fit, ...
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
 
+
+def _generate(args: argparse.Namespace, sampling: Sampling, p: argparse.ArgumentParser) -> int:
     if args.workdir:
         model, tokenizer, step = load_workdir(args.workdir, args.checkpoint)
         header, stops, text, chat = f"# {args.checkpoint} checkpoint, step {step}", (), args.prompt, False
@@ -130,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 {"role": "user", "content": args.prompt}]
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     seq2seq = hasattr(model, "encode")  # an encoder-decoder: the prompt is its source, its decoder starts blank
+    if seq2seq and not args.prompt.strip():
+        p.error("--prompt is empty: give the source text to translate or transcribe")
     ids = tokenizer.encode([text])[0] if seq2seq else tokenizer.encode(text)
     if not ids:
         p.error("the prompt encodes to no tokens")

@@ -27,10 +27,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax import checkpoint, config as config_lib, distributed, metrics as metrics_lib, sharding, tasks
-from bigmodel_jax import transfer
-from bigmodel_jax.errors import ConfigError
+from bigmodel_jax import checkpoint, config as config_lib, distributed, fault_injection, metrics as metrics_lib
+from bigmodel_jax import sharding, tasks, transfer
+from bigmodel_jax.errors import ConfigError, DataError, RunError, WeightsError
 from bigmodel_jax.optim import accumulate_gradients, build_optimizer, weighted_pmean
+from bigmodel_jax.preemption import EXIT_CODES, StopRequest
 from bigmodel_jax.tasks.protocol import EvalSet
 
 log = logging.getLogger("bigmodel_jax.train")
@@ -47,6 +48,7 @@ class TrainResult:
     best_step: int = 0
     test_metrics: dict = field(default_factory=dict)  # the test split, with the params the run ends on
     stopped_early: bool = False
+    stopped_by: str = ""  # "SIGTERM" / "SIGINT" when a signal stopped the run (a checkpoint was saved first)
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -65,7 +67,7 @@ def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
     def init_params(key):
         return nnx.to_pure_dict(nnx.state(task.build_model(cfg, nnx.Rngs(params=key)), nnx.Param))
 
-    tx, schedule = build_optimizer(cfg.optim, cfg.train.num_steps)
+    tx, schedule = build_optimizer(cfg.optim, cfg.train.num_steps, cfg.train.on_nonfinite)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
                                    transform_non_params=lambda _: sharding.replicated(mesh))
@@ -98,7 +100,7 @@ def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
         grads, metrics = accumulate_gradients(loss_and_grad, params, batch, cfg.train.grad_accum_steps, rng)
         if pmap_mode:
             grads, metrics = weighted_pmean(grads, metrics, "data")
-        updates, opt_state = tx.update(grads, opt_state, params)
+        updates, opt_state = tx.update(grads, opt_state, params, value=metrics["loss"])  # skips a non-finite step
         params = optax.apply_updates(params, updates)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=schedule(step))
         return params, opt_state, metrics
@@ -168,6 +170,17 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
             "use a new --workdir or the saved model settings")
 
 
+def check_writable(workdir: Path) -> None:
+    """A workdir the run cannot write is an error now, not after the first hour of training."""
+    probe = workdir / f".write_test.{jax.process_index()}"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError("--workdir", str(workdir), f"a folder this process can create and write ({e})") from None
+
+
 def make_data(cfg: ml_collections.ConfigDict, task, workdir: Path):
     """The task's data for this process. With several processes, process 0 prepares first (TFDS
     builders, tokenizer files in the workdir) while the others wait at a barrier, then they read
@@ -192,6 +205,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     num_devices = len(devices) if devices is not None else jax.device_count()
     cfg = transfer.apply_source_architecture(cfg, user_set)
     config_lib.validate(cfg, num_devices, jax.process_count())  # before anything compiles
+    check_writable(workdir)
     enable_compilation_cache(cfg.compilation_cache_dir)
     task = tasks.get(cfg.task)
     mesh = sharding.make_mesh(sharding.mesh_shape(cfg, num_devices), devices)
@@ -234,7 +248,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     flops_per_step = tokens_per_step * metrics_lib.flops_per_token(
         cfg.model.num_layers, cfg.model.width, seq_len, task.matmul_params(cfg))
     peak = metrics_lib.peak_flops_per_device(cfg.model.dtype) * num_devices
-    writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
+    # rows after the checkpoint resumed from are dropped: the rerun logs those steps again, as an unbroken run did once
+    writer = metrics_lib.MetricsWriter(workdir, enabled=is_main, from_step=result.step)
     if is_main:  # what experiments.report reads to tell runs apart (not config.json: that name marks a HF directory)
         (workdir / "train_config.json").write_text(cfg.to_json(indent=1) + "\n")
 
@@ -246,8 +261,30 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                 "best_metric": result.best_metric, "best_step": result.best_step,
                 "evals_since_best": evals_since_best, "seconds": elapsed()}
 
+    def check_finite(step: int) -> int:
+        """Before anything is logged, evaluated or saved: stops the run on a non-finite step as
+        train.on_nonfinite says (the compiled step already kept it out of the state). Returns the
+        number of steps skipped so far."""
+        g = {k: int(v) for k, v in jax.device_get(opt_state._asdict()).items() if k != "inner"}
+        policy, limit = cfg.train.on_nonfinite, cfg.train.max_nonfinite_skips
+        if g["first_bad"] < 0 or (policy == "skip" and g["longest"] < limit):
+            return g["skipped"]
+        newest = ckpt.newest_step()
+        kept = (f"the newest checkpoint, {workdir / 'checkpoints' / str(newest)}, is kept" if newest is not None
+                else "no checkpoint was written yet")
+        if policy == "stop":
+            what = (f"the loss or gradient of step {g['first_bad'] + 1} is not finite (NaN or Inf); the run stopped "
+                    "without applying or saving it (train.on_nonfinite='stop')")
+        else:
+            what = (f"{g['longest']} steps in a row had a non-finite loss or gradient (train.max_nonfinite_skips="
+                    f"{limit}; {g['skipped']} skipped in all, the first at step {g['first_bad'] + 1})")
+        raise RunError(f"{what}; {kept}. Lower optim.lr, set optim.clip_norm, check the data"
+                       + (", or set train.on_nonfinite='skip' to drop such steps" if policy == "stop" else ""))
+
     def run_eval(step: int) -> None:
         nonlocal evals_since_best
+        check_finite(step)
+        fault_injection.point("eval", step)
         ev = evaluate(eval_step, params, data.validation, mesh, task)
         result.val_losses[step], result.val_metrics[step] = ev["loss"], ev
         writer.write(step, "validation", ev)
@@ -269,15 +306,26 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         bar.start()
         task_id = bar.add_task("train", total=cfg.train.num_steps, completed=result.step,
                                loss="-", val="-", tps="-", mfu="-")
+
+    def save(step: int) -> None:
+        check_finite(step)
+        ckpt.save(step, params, opt_state, meta_now(step))
+        fault_injection.point("saving", step)
+        fault_injection.point("saved", step, before=ckpt.wait)
+
     t_last, steps_since, step = time.perf_counter(), 0, result.step
+    stop = StopRequest()
     try:
+        stop.install()
         while step < cfg.train.num_steps:
             batch = sharding.put_batch(next(data_iter), mesh, per_device=cfg.parallel.mode == "pmap")
             params, opt_state, m = train_step(params, opt_state, batch, jnp.asarray(step, jnp.int32))
             step += 1
             steps_since += 1
+            fault_injection.point("step", step)
             if step % cfg.train.log_every == 0 or step == cfg.train.num_steps:
                 m = {k: float(v) for k, v in jax.device_get(m).items() if k != "weight"}
+                m["skipped_steps"] = check_finite(step)
                 dt = time.perf_counter() - t_last
                 m["tokens_per_s"] = tokens_per_step * steps_since / dt
                 m["mfu"] = flops_per_step * steps_since / dt / peak
@@ -289,8 +337,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                 elif is_main:
                     log.info("step %d  loss %.4f  %s tok/s  MFU %.1f%%", step, m["loss"],
                              f"{m['tokens_per_s']:,.0f}", 100 * m["mfu"])
-                if not math.isfinite(m["loss"]):
-                    raise FloatingPointError(f"loss is {m['loss']} at step {step}; lower optim.lr or check the data")
                 t_last, steps_since = time.perf_counter(), 0
             if step % cfg.train.eval_every == 0 or step == cfg.train.num_steps:
                 run_eval(step)
@@ -299,13 +345,23 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                              step, result.metric, evals_since_best)
                     result.stopped_early = True
                 t_last, steps_since = time.perf_counter(), 0  # eval time is not training time
-            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or result.stopped_early:
-                ckpt.save(step, params, opt_state, meta_now(step))
+            saved = step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or result.stopped_early
+            if saved:
+                save(step)
                 t_last, steps_since = time.perf_counter(), 0
+            if stop.should_stop(step):
+                if not saved:
+                    save(step)
+                ckpt.wait()
+                result.stopped_by = stop.signal_name
+                log.warning("stopped by %s at step %d; checkpoint %s is saved. Rerun the same command to resume.",
+                            stop.signal_name, step, workdir / "checkpoints" / str(step))
+                break
             if result.stopped_early or step == stop_after:
                 break
         ckpt.wait()
-        finished = step >= cfg.train.num_steps or result.stopped_early  # not a simulated kill (stop_after)
+        # not a simulated kill (stop_after) nor a signal
+        finished = (step >= cfg.train.num_steps or result.stopped_early) and not result.stopped_by
         if finished and cfg.train.restore_best and result.best_step:
             params = checkpoint.restore(workdir / "best", checkpoint.abstract_like(params, param_sh))[1]
             log.info("restored the best params (step %d, validation %s %.4f)", result.best_step, result.metric,
@@ -321,11 +377,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         if finished and is_main and (result.val_metrics or not (workdir / "summary.json").exists()):
             write_summary(workdir, result, step, n_params, elapsed())
     finally:
+        stop.restore()
         if bar is not None:
             bar.stop()
-        ckpt.wait()
-        ckpt.close()
         writer.close()
+        ckpt.close()  # waits for a save in flight; a failed one raises RunError saying what is kept
     result.step = step
     return result
 
@@ -342,11 +398,36 @@ def write_summary(workdir: Path, result: TrainResult, step: int, n_params: int, 
     tmp.replace(workdir / "summary.json")  # never half-written
 
 
+class _OneLine(logging.Filter):
+    """Other libraries' errors in one line: when a checkpoint write fails (a full disk), Orbax's
+    writer threads and asyncio each log the same exception with a traceback, dozens of them, before
+    our own message says what happened and what is kept. Ours keep their tracebacks (none expected)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("bigmodel_jax") and record.levelno >= logging.ERROR:
+            if record.exc_info:
+                record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"[:400]
+                record.args, record.exc_info, record.exc_text = None, None, None
+            record.msg = str(record.msg)[:400]
+        return True
+
+
+def _quiet_background_errors() -> None:
+    import threading
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OneLine())
+    threading.excepthook = lambda a: log.error("background thread %s: %r", a.thread.name if a.thread else "?",
+                                               a.exc_value)
+    sys.unraisablehook = lambda u: log.error("ignored in background: %r", u.exc_value)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         force=True)
+    _quiet_background_errors()
     for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m bigmodel_jax.train")
@@ -370,6 +451,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except (DataError, WeightsError) as e:
+        print(f"{'data' if isinstance(e, DataError) else 'weights'} error: {e}", file=sys.stderr)
+        return 2
+    except RunError as e:
+        print(f"training stopped: {e}", file=sys.stderr)
+        return 3
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by} at step {result.step} (checkpoint saved); rerun the same command "
+              "to resume")
+        return EXIT_CODES[result.stopped_by]
     if jax.process_index() == 0:
         print(f"done: step {result.step}, best validation {result.metric} {result.best_metric:.4f} "
               f"(step {result.best_step})" + (" (stopped early)" if result.stopped_early else "")

@@ -35,6 +35,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         seq_len=128, mask_rate=0.15,
         # finetuning datasets (unused by MLM)
         dataset="", path="", train_file="", validation_file="", test_file="", max_train_examples=0,
+        on_bad_record="stop",  # a bad line of a user's CoNLL / SQuAD file: "stop" (naming it) or "skip" (counted)
     ))
     c.optim = ml_collections.ConfigDict(dict(
         name="adamw", lr=5e-4, schedule="cosine", warmup_steps=150, min_lr_ratio=0.1,
@@ -46,6 +47,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         log_every=50, eval_every=200, eval_batches=20,
         checkpoint_every=400, keep_checkpoints=2,
         eval_metric="loss", patience=0, restore_best=False,
+        on_nonfinite="stop", max_nonfinite_skips=10,  # a NaN/Inf step: stop there, or skip it (README: Faults)
     ))
     # mode "jit": one SPMD program over Mesh(data, fsdp, tensor), or "pmap": data parallel only.
     # The sizes multiply to the device count; one may be -1 = the rest (README: Scaling out).

@@ -57,6 +57,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         eval_metric="loss",  # the validation metric that decides the best checkpoint and early stopping
         patience=0,  # evaluations without a better validation metric before stopping; 0 = off
         restore_best=False,  # end on the best checkpoint's params (and report the test split with them)
+        # a step with a NaN/Inf loss or gradient is never applied; "stop" ends the run there (the last
+        # checkpoint kept), "skip" drops the step and goes on, stopping after max_nonfinite_skips in a row
+        on_nonfinite="stop", max_nonfinite_skips=10,
     ))
     # mode "jit": one SPMD program over Mesh(data, fsdp, tensor), or "pmap": data parallel only.
     # The sizes multiply to the device count; one may be -1 = the rest (README: Scaling out).

@@ -39,6 +39,7 @@ def get_config(variant: str = "ja_en") -> ml_collections.ConfigDict:
         tokenizer_dir="", vocab_size=8000, spm_model_type="unigram",
         source_len=64, target_len=64,  # ~97% of verses fit whole in both languages; longer ones are cut
         max_train_examples=0, eval_examples=64,
+        on_bad_record="stop",  # a bad line of a user's pair file: "stop" (naming it) or "skip" (counted)
     ))
     c.optim = ml_collections.ConfigDict(dict(
         name="adamw", lr=1e-3, schedule="cosine", warmup_steps=300, min_lr_ratio=0.1,
@@ -47,6 +48,7 @@ def get_config(variant: str = "ja_en") -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(
         num_steps=6000, batch_size=32, grad_accum_steps=1, log_every=50, eval_every=500, eval_batches=2,
         checkpoint_every=500, keep_checkpoints=2, eval_metric="chrf", patience=0, restore_best=True,
+        on_nonfinite="stop", max_nonfinite_skips=10,  # a NaN/Inf step: stop there, or skip it (README: Faults)
     ))
     c.parallel = ml_collections.ConfigDict(dict(mode="jit", data=-1, fsdp=1, tensor=1))
     return c

@@ -61,6 +61,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         # measured run never waited more than 7, so it ran its 3,000 steps
         eval_metric="accuracy", patience=10, restore_best=True,
         loss="cross_entropy",  # or "mse": squared error of the softmax probabilities (Brier); eval stays CE
+        on_nonfinite="stop", max_nonfinite_skips=10,  # a NaN/Inf step: stop there, or skip it (README: Faults)
     ))
     # mode "jit": one SPMD program over Mesh(data, fsdp, tensor), or "pmap": data parallel only.
     # The sizes multiply to the device count; one may be -1 = the rest (README: Scaling out).

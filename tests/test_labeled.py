@@ -218,7 +218,8 @@ def test_read_squad(tmp_path):
         labeled.read_squad(bad)
     del squad["data"][0]["paragraphs"][0]["qas"][0]["question"]
     path.write_text(json.dumps(squad))
-    with pytest.raises(ValueError, match=r"dev-v2.0.json: malformed SQuAD record .*'question'"):
+    with pytest.raises(ValueError, match=r"dev-v2.0.json: article 0, paragraph 0, question 0 .*malformed SQuAD "
+                                         r"record .*'question'"):
         labeled.read_squad(path)
 
 

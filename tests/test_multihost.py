@@ -162,3 +162,25 @@ def test_incomplete_multihost_flags_are_refused_before_starting(monkeypatch):
     from bigmodel_jax.train import main
     with pytest.raises(SystemExit):  # the CLI refuses, before jax.distributed is touched
         main(["--config", str(ROOT / "configs" / "gpt_char.py"), "--workdir", "/tmp/x"])
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_host_saves_the_same_step_on_both(tfds_dir, tmp_path):
+    """A preemption notice reaching one host only: JAX's coordination service spreads it and
+    picks a step both reach (reached_preemption_sync_point); both save it and exit 0. Then a
+    restart of both resumes there."""
+    workdir = tmp_path / "run"
+    procs = launch(workdir, tfds_dir, 100_000, {"train.eval_every": 100_000, "train.checkpoint_every": 100_000,
+                                                "train.log_every": 10})
+    deadline = time.time() + 180
+    while "INFO step 20 " not in open(f"{workdir}.p0.log").read():
+        assert time.time() < deadline and procs[0].poll() is None, open(f"{workdir}.p0.log").read()[-3000:]
+        time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)
+    wait_all(procs, workdir, timeout=120)
+    logs = [open(f"{workdir}.p{i}.log").read() for i in range(2)]
+    steps = [int(log.split("stopped by SIGTERM at step ")[-1].split()[0]) for log in logs]
+    assert steps[0] == steps[1] > 20, logs[0][-2000:]
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [steps[0]]
+    wait_all(launch(workdir, tfds_dir, steps[0] + 3, {}), workdir)
+    assert f"resumed from {workdir / 'checkpoints' / str(steps[0])}" in open(f"{workdir}.p0.log").read()

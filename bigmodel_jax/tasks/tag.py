@@ -25,13 +25,29 @@ from bigmodel_jax.data import labeled, plays_tasks
 from bigmodel_jax.models.heads import EncoderWithHead, tagging_loss, tagging_nll
 from bigmodel_jax.tasks import encoder
 from bigmodel_jax.tasks.encoder import FAMILY, adapt_source, matmul_params, tokens_per_example  # noqa: F401
+from bigmodel_jax.data.records import BadRecords
 from bigmodel_jax.tasks.protocol import TaskData
 
 
 def _conll(d) -> labeled.LabeledSplits:
-    train, val, test = (labeled.read_conll(Path(p).expanduser())
+    train, val, test = (labeled.read_conll(Path(p).expanduser(), on_bad_record=d.on_bad_record)
                         for p in (d.train_file, d.validation_file, d.test_file))
     tags = sorted({t for _, ts in train for t in ts} - {"O"})
+    known = {"O", *tags}
+
+    def seen_tags_only(sentences: list, path: str) -> list:
+        """A tag the training file never has cannot be predicted or scored: such a sentence is a
+        bad record of its file."""
+        bad, kept = BadRecords(Path(path).expanduser(), d.on_bad_record), []
+        for i, (words, sentence_tags) in enumerate(sentences, 1):
+            if unseen := sorted(set(sentence_tags) - known):
+                bad.bad(f"sentence {i}", f"tags {unseen} never occur in the training file {d.train_file}")
+            else:
+                kept.append((words, sentence_tags))
+        bad.report()
+        return kept
+
+    val, test = seen_tags_only(val, d.validation_file), seen_tags_only(test, d.test_file)
     return labeled.LabeledSplits(train, val, test, ("O", *tags), f"CoNLL files {d.train_file} ...")
 
 
