@@ -117,13 +117,14 @@ def is_finished(point: Point) -> bool:
 
 
 def failure_reason(log: Path) -> str:
-    """The last line of the log that says what went wrong (a config error, an exception)."""
+    """The last line of the log that says what went wrong (the trainer's one-line errors, an exception)."""
     try:
         lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return f"no log at {log}"
     for line in reversed(lines):
-        if line.startswith("config error") or re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line):
+        if (line.startswith(("config error", "data error", "weights error", "training stopped"))
+                or re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line)):
             return line[:300]
     return lines[-1][:300] if lines else "no output"
 

