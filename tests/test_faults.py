@@ -274,3 +274,24 @@ def test_an_unwritable_workdir_is_a_config_error(tfds_dir, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match=r"--workdir.*a folder this process can create and write"):
         train.train(tiny_config(tfds_dir), tmp_path / "file" / "run")
+
+
+def test_a_tokenizer_save_cut_short_leaves_nothing_half_written(tmp_path):
+    """A kill while a tokenizer is being written (here: the save raises halfway) leaves no file
+    or folder under the real name, so the rerun trains it again instead of reading half of it."""
+    from bigmodel_jax.data.prepare import save_whole
+    from bigmodel_jax.data.wordpiece import WordPieceTokenizer
+
+    tok = WordPieceTokenizer.train(["to be or not to be"] * 20, 60)
+
+    def dies_halfway(directory):
+        tok.save(directory)
+        (directory / "vocab.txt").write_text("[PAD]\n")  # a file cut short ...
+        raise KeyboardInterrupt  # ... by the kill
+
+    with pytest.raises(KeyboardInterrupt):
+        save_whole(dies_halfway, tmp_path / "tokenizer")
+    assert not (tmp_path / "tokenizer").exists()
+    save_whole(tok.save, tmp_path / "tokenizer")  # the rerun: the leftover .partial folder is replaced
+    assert WordPieceTokenizer.from_dir(tmp_path / "tokenizer").encode_plain("to be") == tok.encode_plain("to be")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]

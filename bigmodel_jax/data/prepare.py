@@ -1,11 +1,15 @@
-"""Preparing a TFDS builder's files once when several processes start at the same moment."""
+"""Preparing data files once and whole: a TFDS builder's when several processes start at the same
+moment, a trained tokenizer's so that a kill never leaves half of them."""
 
 from __future__ import annotations
 
 import fcntl
+import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-import tensorflow_datasets as tfds
+if TYPE_CHECKING:  # for the annotation only: the tokenizers import this module without TFDS
+    import tensorflow_datasets as tfds
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> None:
@@ -24,3 +28,18 @@ def prepare(builder: tfds.core.DatasetBuilder) -> None:
             builder.info.read_from_directory(builder.data_dir)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def save_whole(save: Callable[[Path], Any], path: Path) -> Path:
+    """save(temporary path) then one rename onto `path` (a file or a folder): a process killed
+    while saving leaves no `path` at all, so its rerun trains the tokenizer again (the same one:
+    training is deterministic) instead of finding a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.is_dir():  # left by a process killed while saving
+        shutil.rmtree(tmp)
+    else:
+        tmp.unlink(missing_ok=True)
+    save(tmp)
+    tmp.replace(path)
+    return path

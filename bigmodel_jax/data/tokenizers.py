@@ -13,6 +13,8 @@ from typing import Protocol
 import numpy as np
 import tokenizers
 
+from bigmodel_jax.data.prepare import save_whole
+
 CHAR_FILE, BPE_FILE = "tokenizer_char.json", "tokenizer_bpe.json"
 
 
@@ -53,9 +55,8 @@ class CharTokenizer:
         return "".join(self.chars[int(i)] if 0 <= int(i) < self.vocab_size else "\ufffd" for i in ids)
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / CHAR_FILE
-        path.write_text(json.dumps({"kind": "char", "chars": self.chars}, ensure_ascii=False))
-        return path
+        text = json.dumps({"kind": "char", "chars": self.chars}, ensure_ascii=False)
+        return save_whole(lambda tmp: tmp.write_text(text), Path(directory) / CHAR_FILE)
 
 
 class BPETokenizer:
@@ -89,9 +90,7 @@ class BPETokenizer:
         return self.tok.decode([int(i) for i in ids])
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / BPE_FILE
-        self.tok.save(str(path))
-        return path
+        return save_whole(lambda tmp: self.tok.save(str(tmp)), Path(directory) / BPE_FILE)
 
 
 def train_tokenizer(kind: str, text: str, vocab_size: int) -> Tokenizer:

@@ -22,6 +22,7 @@ from flax import nnx
 
 from bigmodel_jax import pretrained
 from bigmodel_jax.data import labeled, pipeline
+from bigmodel_jax.data.prepare import save_whole
 from bigmodel_jax.data.wordpiece import WordPieceTokenizer
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.bert import count_params
@@ -84,7 +85,7 @@ def tokenizer(cfg: ml_collections.ConfigDict, workdir: Path, process_index: int,
         tok = WordPieceTokenizer.train(train_texts(), cfg.data.vocab_size)
         log.info("trained a WordPiece vocabulary of %d tokens", tok.vocab_size)
     if not own.is_dir() and process_index == 0:
-        tok.save(own)
+        save_whole(tok.save, own)  # a folder of 4 files: never half of them
     return tok, {"vocab_size": tok.vocab_size}
 
 

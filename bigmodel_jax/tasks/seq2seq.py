@@ -32,6 +32,7 @@ from flax import nnx
 
 from bigmodel_jax import checkpoint, distributed, eval_metrics, pretrained
 from bigmodel_jax.data import pairs, pipeline
+from bigmodel_jax.data.prepare import save_whole
 from bigmodel_jax.data.span_corruption import SENTINELS, corrupt, window_length
 from bigmodel_jax.data.spm import EOS, PAD, SentencePieceTokenizer
 from bigmodel_jax.errors import ConfigError
@@ -232,13 +233,13 @@ def tokenizer(cfg: ml_collections.ConfigDict, workdir: Path, splits: dict[str, l
         if (directory / "spiece.model").is_file():
             tok = SentencePieceTokenizer.from_dir(directory)
             if directory != workdir / "tokenizer" and process_index == 0:
-                tok.save(workdir / "tokenizer")  # the run decodes (sample, seq2seq_eval) from its own copy
+                save_whole(tok.save, workdir / "tokenizer")  # the run decodes (sample, seq2seq_eval) from its copy
             return tok
     if process_index == 0:
         span = d.dataset == "plays_span"
         texts = splits["train"][0]["source"].splitlines() if span else pairs.iter_texts(splits)
         tok = SentencePieceTokenizer.train(texts, d.vocab_size, d.spm_model_type, SENTINELS if span else ())
-        tok.save(workdir / "tokenizer")
+        save_whole(tok.save, workdir / "tokenizer")
         log.info("trained a sentencepiece %s vocabulary (%d pieces) on the training split, saved to %s",
                  d.spm_model_type, tok.vocab_size, workdir / "tokenizer")
     distributed.barrier("tokenizer trained")
