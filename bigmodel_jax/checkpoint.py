@@ -3,8 +3,10 @@ validation metric `train.eval_metric` under best/. Each holds params, optimizer 
 `meta` the trainer fills (step, the grain data iterator's state, the best metric and its step,
 the early-stopping counter, the config); there is no RNG state to save, since dropout keys are
 derived from (seed, step). Restoring takes the *target* shardings, so a checkpoint restores onto
-any mesh or device count. A checkpoint that fails to restore is reported with its path and the
-next older one is tried; it is set aside as `unreadable-<step>` when asked, never deleted.
+any mesh or device count. A checkpoint that fails to restore, or restores to other numbers than
+its saved checksums say, is reported with its path and the next older one is tried; it is set
+aside as `unreadable-<step>` when asked, never deleted. One whose arrays have other shapes or
+names than the config makes is refused by name and left in place (docs/faults.md).
 """
 
 from __future__ import annotations
