@@ -95,14 +95,14 @@ def guard_nonfinite(inner: optax.GradientTransformation, policy: str) -> optax.G
         if value is not None:
             finite &= jnp.isfinite(value)
         apply = finite if policy == "skip" else finite & (state.first_bad < 0)
-        updates, inner = inner_update(grads, state.inner, params, value=value, **extra)
+        updates, new_inner = inner_update(grads, state.inner, params, value=value, **extra)
         # where() on the updates (not the new params) fuses into the optimizer's own elementwise pass
         updates = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), updates)
-        inner = jax.tree.map(lambda new, old: jnp.where(apply, new, old), inner, state.inner)
+        new_inner = jax.tree.map(lambda new, old: jnp.where(apply, new, old), new_inner, state.inner)
         bad = jnp.logical_not(finite)
         in_a_row = jnp.where(bad, state.in_a_row + 1, 0).astype(jnp.int32)
         return updates, GuardState(
-            inner, state.count + 1, state.skipped + bad.astype(jnp.int32), in_a_row,
+            new_inner, state.count + 1, state.skipped + bad.astype(jnp.int32), in_a_row,
             jnp.maximum(state.longest, in_a_row),
             jnp.where(bad & (state.first_bad < 0), state.count, state.first_bad).astype(jnp.int32))
 
