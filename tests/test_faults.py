@@ -1,6 +1,7 @@
 """Fault injection: SIGKILL at named and random moments (every family), SIGTERM/SIGINT, NaN/Inf
 steps in both policies, damaged and mismatched checkpoints, a checkpoint that cannot be written."""
 
+import gc
 import json
 import logging
 import os
@@ -196,6 +197,8 @@ def trained(tfds_dir, tmp_path_factory):
     return workdir, checkpoint.abstract_like(params, param_sh), checkpoint.abstract_like(opt_state, opt_sh)
 
 
+# the damaged reads leave TensorStore futures whose errors nobody retrieves (the restore already failed and fell back)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_every_file_of_a_checkpoint_truncated_or_garbled_is_caught(trained, tmp_path, caplog):
     """Each file of the newest checkpoint, cut in half or with a tenth of its bytes flipped: the
     restore gives either exactly what was saved (a file it does not need) or, naming the damaged
@@ -233,6 +236,7 @@ def test_every_file_of_a_checkpoint_truncated_or_garbled_is_caught(trained, tmp_
             shutil.rmtree(copy)
     fell_back = [k for k, v in outcomes.items() if v == 10]
     assert len(fell_back) >= 8, outcomes  # the data, the metadata and the meta files all matter
+    gc.collect()  # those futures go now, under this test's warning filter, not at the end of the session
 
 
 def test_a_checkpoint_of_other_shapes_is_refused_by_name_and_kept(trained):
