@@ -299,3 +299,18 @@ def test_a_tokenizer_save_cut_short_leaves_nothing_half_written(tmp_path):
     save_whole(tok.save, tmp_path / "tokenizer")  # the rerun: the leftover .partial folder is replaced
     assert WordPieceTokenizer.from_dir(tmp_path / "tokenizer").encode_plain("to be") == tok.encode_plain("to be")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]
+
+
+def test_sample_on_a_workdir_with_an_empty_or_too_long_prompt(trained, capsys):
+    from bigmodel_jax import sample
+
+    workdir = str(trained[0])
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--workdir", workdir, "--prompt", ""])
+    assert e.value.code == 2 and "the prompt encodes to no tokens" in capsys.readouterr().err
+    long_prompt = "ROMEO: " + "a" * 100  # the model's context is 32 characters
+    assert sample.main(["--workdir", workdir, "--prompt", long_prompt, "--max-new-tokens", "5", "--greedy"]) == 0
+    assert capsys.readouterr().out.startswith(long_prompt)  # generation continues from the prompt's end
+    assert sample.main(["--workdir", workdir, "--prompt", long_prompt, "--beams", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "\nerror: prompt (107 tokens)" in err and "does not slide its window" in err and "Traceback" not in err
