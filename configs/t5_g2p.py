@@ -8,10 +8,11 @@ against the closest). One word-level sentencepiece vocabulary holds every letter
 Validation decodes 512 held-out words greedily each evaluation (phoneme and word error rates);
 the test split is decoded once at the end.
 
-Expected: not yet measured at this config's 6,000 steps. At 1,500 steps (--config.train.num_steps=1500,
-28 min on the 2-core CPU, 2026-12-02) test PER 0.553 and WER 0.918, greedy: behind the retrieval
-baseline's PER 0.307 (WER 0.946) and far from published Transformer G2P (~0.05 / ~0.22); docs/t5.md
-says why (a shifted monotonic alignment, learned slowly without absolute positions).
+Expected: not yet measured at this config's 6,000 steps. At 2,500 steps (--config.train.num_steps=2500,
+37 min on the 2-core CPU, 2026-12-02) test PER 0.368 and WER 0.790, greedy (1,500 steps: 0.553 / 0.918):
+better than the retrieval baseline's WER 0.946, behind its PER 0.307, far from published Transformer
+G2P (~0.05 / ~0.22, converged); still falling fast. docs/t5.md says what the errors are (letter order,
+learned slowly without absolute positions).
 """
 
 from pathlib import Path
