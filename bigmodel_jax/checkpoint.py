@@ -42,10 +42,13 @@ class Checkpointer:
         self.latest = _manager(self.workdir / "checkpoints", keep, async_save)
         self.best = _manager(self.workdir / "best", 1, async_save)
         self._pending: tuple[str, int] | None = None  # (folder, step) of the last save started
+        self._fingerprints: tuple[int, dict] | None = None  # (step, checksums): best/ and checkpoints/ share a step
 
     def save(self, step: int, params: Any, opt_state: Any, meta: dict, best: bool = False) -> None:
         mngr = self.best if best else self.latest
-        meta = dict(meta, fingerprints={"params": fingerprint(params), "opt_state": fingerprint(opt_state)})
+        if self._fingerprints is None or self._fingerprints[0] != step:  # one pass per step, not per folder
+            self._fingerprints = (step, {"params": fingerprint(params), "opt_state": fingerprint(opt_state)})
+        meta = dict(meta, fingerprints=self._fingerprints[1])
         args = ocp.args.Composite(params=ocp.args.StandardSave(params),
                                   opt_state=ocp.args.StandardSave(opt_state),
                                   meta=ocp.args.JsonSave(meta))

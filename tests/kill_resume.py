@@ -33,8 +33,8 @@ COMMON = {"train.num_steps": STEPS, "train.log_every": 1, "train.eval_every": 10
 WALL_CLOCK = ("time", "tokens_per_s", "mfu")
 
 
-def _pairs_files(directory: Path) -> dict:
-    """A reversal task as TSV pair files ('a b c' -> 'c b a')."""
+def pairs_files(directory: Path) -> dict:
+    """A reversal task as TSV pair files ('a b c' -> 'c b a'); the data.*_file overrides for them."""
     rng = np.random.default_rng(0)
     directory.mkdir(parents=True, exist_ok=True)
     for name, n in (("train", 400), ("validation", 24), ("test", 24)):
@@ -59,7 +59,7 @@ def family_args(family: str, data_dir: Path) -> tuple[str, dict]:
                                          "train.restore_best": True}
     if family == "t5":
         return "configs/t5_translate.py", {
-            **tiny, **_pairs_files(data_dir / "pairs"), "data.dataset": "pairs", "data.vocab_size": 16,
+            **tiny, **pairs_files(data_dir / "pairs"), "data.dataset": "pairs", "data.vocab_size": 16,
             "data.spm_model_type": "word", "data.source_len": 8, "data.target_len": 8, "data.eval_examples": 0,
             "model.num_decoder_layers": 2, "model.head_dim": 8, "model.max_len": 16, "train.restore_best": True}
     raise ValueError(f"unknown family {family!r}; one of gpt, bert, vit, t5")

@@ -164,15 +164,10 @@ def test_metrics_use_sacrebleu_and_jiwer():
 
 def _pairs_config(tmp_path, **overrides):
     """A reversal task in pair files: 'a b c' -> 'c b a', letters from a small alphabet."""
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 400), ("validation", 24), ("test", 24)):
-        with open(tmp_path / f"{name}.tsv", "w") as f:
-            for _ in range(n):
-                letters = rng.choice(list("abcdefgh"), rng.integers(2, 6)).tolist()
-                f.write(" ".join(letters) + "\t" + " ".join(reversed(letters)) + "\n")
+    from tests.kill_resume import pairs_files
+
     cfg = load_config_file(str(ROOT / "configs" / "t5_translate.py"))
-    base = {"data.dataset": "pairs", "data.train_file": str(tmp_path / "train.tsv"),
-            "data.validation_file": str(tmp_path / "validation.tsv"), "data.test_file": str(tmp_path / "test.tsv"),
+    base = {"data.dataset": "pairs", **pairs_files(tmp_path),
             "data.vocab_size": 16, "data.spm_model_type": "word", "data.source_len": 8, "data.target_len": 8,
             "data.eval_examples": 0, "model.width": 32, "model.num_layers": 2, "model.num_decoder_layers": 2,
             "model.num_heads": 4, "model.head_dim": 8, "model.mlp_dim": 64, "model.max_len": 16,
