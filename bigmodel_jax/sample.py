@@ -1,6 +1,6 @@
 """Generate text from a trained causal LM or from real pretrained decoder weights, streaming it; or
 an encoder-decoder's output for a source text (a seq2seq workdir or a Hugging Face T5 directory
-with its spiece.model: --prompt is the source).
+with its spiece.model or tokenizer.json: --prompt is the source).
 
     python -m bigmodel_jax.sample --workdir runs/gpt_char --prompt "ROMEO:" [--checkpoint best]
     python -m bigmodel_jax.sample --workdir runs/t5_ja_en --prompt "元始に神天地を創造たまへり" --beams 4
@@ -36,9 +36,9 @@ def load_workdir(workdir: str | Path, which: str = "latest"):
 
     model, cfg, step = load_trained(workdir, which)
     if cfg.task == "seq2seq":
-        from bigmodel_jax.data.spm import SentencePieceTokenizer
+        from bigmodel_jax.data import spm
 
-        return model, SentencePieceTokenizer.from_dir(Path(workdir) / "tokenizer"), step
+        return model, spm.load(Path(workdir) / "tokenizer"), step
     if cfg.task != "causal_lm":
         raise SystemExit(f"{workdir} holds a {cfg.task!r} model; sampling needs a causal LM (task 'causal_lm') "
                          "or an encoder-decoder (task 'seq2seq')")
@@ -58,11 +58,11 @@ def load_pretrained(name: str, dtype: str = "float32"):
     if not path.is_dir():
         raise SystemExit(f"--model {name}: not 'smollm2', a .gguf file or a Hugging Face directory")
     if _model_type(path) == "t5":
-        from bigmodel_jax.data.spm import SentencePieceTokenizer
+        from bigmodel_jax.data import spm
         from bigmodel_jax.hf_t5 import load_t5_dir
 
         try:
-            return load_t5_dir(path, dtype), SentencePieceTokenizer.from_dir(path)
+            return load_t5_dir(path, dtype), spm.load(path)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--model {name}: {e}") from None
     model, tokenizer = load_decoder_dir(path, dtype)

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 from bigmodel_jax import baselines
-from bigmodel_jax.data.spm import SentencePieceTokenizer
+from bigmodel_jax.data import spm
 from bigmodel_jax.generate import Sampling, beam_search, generate
 from bigmodel_jax.tasks import seq2seq
 from bigmodel_jax.transfer import load_trained
 
 
-def decode_split(model, tok: SentencePieceTokenizer, sources: list[str], source_len: int, max_new: int,
+def decode_split(model, tok: spm.T5Vocabulary, sources: list[str], source_len: int, max_new: int,
                  beams: int, length_penalty: float, batch: int = 32) -> list[str]:
     """Each source's output text, decoded in batches (sources cut to source_len tokens, eos kept)."""
     ids = [seq2seq.cut(s, source_len) for s in tok.encode(sources)]
@@ -38,6 +38,16 @@ def decode_split(model, tok: SentencePieceTokenizer, sources: list[str], source_
                             pad_id=tok.pad_id, source=chunk)
         out.extend(tok.decode(r) for r in rows)
     return out
+
+
+def retrieval_scores(cfg, splits: dict[str, list[dict]], records: list[dict]) -> tuple[str, dict[str, float]]:
+    """The baseline a model must beat: each record's output is the target of the training source
+    nearest by TF-IDF (characters for Japanese and spelled words, else words). Returns (analyzer, scores)."""
+    analyzer = "char" if cfg.data.dataset in ("bible_ja_en", "cmudict") else "word"
+    memory = baselines.retrieval([(r["source"], t) for r in splits["train"] for t in r["targets"][:1]],
+                                 [r["source"] for r in records], analyzer)
+    reference = seq2seq.Reference([r["targets"] for r in records], lambda ids: ids, cfg.data.dataset)
+    return analyzer, seq2seq.score_texts(memory, reference)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,17 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {e}") from None
     if cfg.task != "seq2seq":
         raise SystemExit(f"error: {args.workdir} holds a {cfg.task!r} model, not a seq2seq one")
-    tok = SentencePieceTokenizer.from_dir(Path(args.workdir) / "tokenizer")
+    tok = spm.load(Path(args.workdir) / "tokenizer")
     splits = seq2seq.DATASETS[cfg.data.dataset](cfg.data)
     records = splits[args.split][:args.limit or None]
     sources, targets = [r["source"] for r in records], [r["targets"] for r in records]
     hyps = decode_split(model, tok, sources, cfg.data.source_len, cfg.data.target_len, args.beams,
                         args.length_penalty)
-    analyzer = "char" if cfg.data.dataset in ("bible_ja_en", "cmudict") else "word"
-    memory = baselines.retrieval([(r["source"], t) for r in splits["train"] for t in r["targets"][:1]], sources,
-                                 analyzer)
-    reference = seq2seq.Reference(targets, tok.decode, cfg.data.dataset)
-    ours, base = seq2seq.score_texts(hyps, reference), seq2seq.score_texts(memory, reference)
+    analyzer, base = retrieval_scores(cfg, splits, records)
+    ours = seq2seq.score_texts(hyps, seq2seq.Reference(targets, tok.decode, cfg.data.dataset))
     how = f"beam search ({args.beams} beams)" if args.beams > 1 else "greedy"
     print(f"# {args.workdir}, {args.checkpoint} checkpoint (step {step}), {args.split} split: {len(records):,} "
           f"examples, {how}")

@@ -37,6 +37,7 @@ def get_config(variant: str = "ja_en") -> ml_collections.ConfigDict:
         dataset=f"bible_{variant}", tfds_dir="~/.cache/bigmodel_jax/tfds", path="", plays_dir="",
         train_file="", validation_file="", test_file="",
         tokenizer_dir="", vocab_size=8000, spm_model_type="unigram",
+        vocab_also="",  # a dataset whose training texts a new vocabulary is also trained on (configs/t5_span.py:bible)
         source_len=64, target_len=64,  # ~97% of verses fit whole in both languages; longer ones are cut
         max_train_examples=0, eval_examples=64,
         on_bad_record="stop",  # a bad line of a user's pair file: "stop" (naming it) or "skip" (counted)

@@ -264,6 +264,26 @@ def test_span_corruption_pretraining_on_the_plays_runs(tfds_dir, tmp_path):
     assert [tok.piece_id(f"<extra_id_{i}>") for i in (0, 99)] == [3, 102]
 
 
+def test_a_shared_vocabulary_is_trained_on_another_datasets_training_split_only(tmp_path):
+    """data.vocab_also (configs/t5_span.py:bible): the span run's vocabulary also covers what a
+    finetuning task will read, from that task's training split and never its held-out words."""
+    path = tmp_path / "cmudict.dict"
+    path.write_text("".join(f"qx{i} ZH1 OY1\n" for i in range(200)))
+    held_out = {r["key"] for name in ("validation", "test") for r in pairs.cmudict(tmp_path / "first", str(path))[name]}
+    assert held_out  # the words the hash holds out get the only W and Q in the file
+    path.write_text("".join(f"qx{i} {'W Q' if f'qx{i}' in held_out else 'ZH1 OY1'}\n" for i in range(200)))
+    cfg = apply_overrides(load_config_file(str(ROOT / "configs" / "t5_span.py")), [
+        f"data.tfds_dir={tmp_path / 'tfds'}", f"data.path={path}", "data.vocab_also=cmudict", "data.vocab_size=200"])
+    plays = {"train": [{"source": "to be or not to be\nthat is the question\n" * 50, "targets": [], "key": "train"}]}
+    tok = seq2seq.tokenizer(cfg, tmp_path / "run", plays, 0)
+    assert tok.piece_id("<extra_id_99>") == 102 and 2 not in tok.encode(["ZH OY"])[0]  # 2: <unk>
+    assert tok.encode(["W", "Q"], eos=False) == [[tok.piece_id("▁"), 2]] * 2  # never seen: held out
+    alone = seq2seq.tokenizer(apply_overrides(cfg, ["data.vocab_also="]), tmp_path / "alone", plays, 0)
+    assert 2 in alone.encode(["ZH OY"])[0]  # the plays' lines alone have no capital Z, H, O, Y
+    with pytest.raises(ConfigError, match="data.vocab_also"):
+        validate(apply_overrides(cfg, ["data.vocab_also=plays_span"]), 1)
+
+
 def test_init_from_a_hugging_face_t5_directory_takes_its_weights_and_vocabulary(tmp_path):
     from transformers import T5Config, T5ForConditionalGeneration
 

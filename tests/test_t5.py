@@ -177,3 +177,73 @@ def test_sample_runs_on_an_exported_t5_directory_with_its_vocabulary(tmp_path, c
     (tmp_path / "spiece.model").unlink()
     with pytest.raises(SystemExit, match="spiece.model is missing"):
         sample.main(["--model", str(tmp_path), "--prompt", "the cat"])
+
+
+def test_a_t5_directory_with_only_tokenizer_json_encodes_and_decodes_as_transformers(tmp_path, capsys):
+    """Many T5 uploads ship only the fast tokenizer's file; it must give transformers' own ids."""
+    from transformers import T5TokenizerFast
+
+    from bigmodel_jax import sample
+    from bigmodel_jax.data import spm
+
+    texts = ["the cat sat on the mat", "a dog ran in the park", "The Cat, in the  hat!"]
+    tok = spm.SentencePieceTokenizer.train(texts[:2] * 40, 40, symbols=["<extra_id_0>", "<extra_id_1>"])
+    tok.save(tmp_path / "spm")
+    fast = T5TokenizerFast.from_pretrained(tmp_path / "spm", extra_ids=0)  # converts the sentencepiece model
+    fast.save_pretrained(tmp_path / "hf")
+    for name in ("spiece.model", "special_tokens_map.json", "tokenizer_config.json"):
+        (tmp_path / "hf" / name).unlink(missing_ok=True)
+    ours = spm.load(tmp_path / "hf")
+    assert isinstance(ours, spm.TokenizerJsonT5) and ours.vocab_size == len(fast)
+    texts += ["<extra_id_0> sat on <extra_id_1>", "zebra ünïcode"]
+    assert ours.encode(texts) == fast(texts)["input_ids"]  # eos appended, as T5's post-processor does
+    ids = ours.encode(texts)
+    for row, text in zip(ids, texts):
+        assert ours.decode(row + [0, 0]) == fast.decode(row, skip_special_tokens=False).removesuffix("</s>").strip()
+    assert ours.piece_id("<extra_id_1>") == fast.convert_tokens_to_ids("<extra_id_1>")
+    with pytest.raises(KeyError):
+        ours.piece_id("<extra_id_7>")
+    cfg = hf_t5.t5_config({"model_type": "t5", "vocab_size": ours.vocab_size, "d_model": 16, "d_kv": 4, "d_ff": 32,
+                           "num_layers": 1, "num_heads": 4, "feed_forward_proj": "gated-gelu",
+                           "tie_word_embeddings": False, "n_positions": 32})
+    hf_t5.save_t5_dir(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), tmp_path / "hf", ours)
+    assert not (tmp_path / "hf" / "spiece.model").exists()
+    assert spm.load(tmp_path / "hf").encode(["the cat"]) == ours.encode(["the cat"])
+    assert sample.main(["--model", str(tmp_path / "hf"), "--prompt", "the cat", "--greedy", "--max-new-tokens", "4"]) == 0
+    (tmp_path / "hf" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="tokenizer.json: not a tokenizers file"):
+        sample.main(["--model", str(tmp_path / "hf"), "--prompt", "the cat"])
+
+
+def test_remat_gives_the_same_loss_and_gradients_and_keeps_less_for_the_backward_pass():
+    """model.remat recomputes each encoder and decoder layer in the backward pass: the numbers are
+    the unrematerialized ones (dropout included: the same rngs draw the same masks), and what autodiff
+    keeps from the forward pass shrinks (full < dots_saveable < none)."""
+    from bigmodel_jax.tasks import seq2seq
+
+    cfg = {"model_type": "t5", "vocab_size": 64, "d_model": 64, "d_kv": 16, "d_ff": 256, "num_layers": 3,
+           "num_decoder_layers": 3, "num_heads": 4, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+           "dropout_rate": 0.1}
+    rng = np.random.default_rng(0)
+    batch = {"source": jnp.asarray(rng.integers(3, 64, (4, 48)), jnp.int32), "source_mask": jnp.ones((4, 48), jnp.int32),
+             "decoder_in": jnp.asarray(rng.integers(3, 64, (4, 40)), jnp.int32),
+             "target": jnp.asarray(rng.integers(3, 64, (4, 40)), jnp.int32), "target_mask": jnp.ones((4, 40), jnp.int32)}
+    batch["source_mask"] = batch["source_mask"].at[1, 30:].set(0)
+    kept, results = {}, {}
+    for policy in ("none", "dots_saveable", "full"):
+        model_cfg = hf_t5.t5_config(cfg)
+        model_cfg.remat = policy
+        graphdef, params = nnx.split(EncoderDecoder(model_cfg, rngs=nnx.Rngs(0)))
+
+        def loss(p):
+            model = nnx.merge(graphdef, p)
+            return seq2seq.loss_fn(model, batch, nnx.Rngs(dropout=jax.random.PRNGKey(1)))[0]
+
+        value, backward = jax.vjp(loss, params)
+        kept[policy] = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(backward))
+        results[policy] = (value, backward(jnp.ones_like(value))[0])
+    for policy in ("dots_saveable", "full"):
+        np.testing.assert_allclose(results[policy][0], results["none"][0], rtol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), results[policy][1],
+                     results["none"][1])
+    assert kept["full"] < kept["dots_saveable"] < kept["none"], kept

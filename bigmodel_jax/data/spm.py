@@ -1,5 +1,7 @@
 """A sentencepiece vocabulary with T5's special ids (pad 0, eos 1, unk 2; no bos), trained on a
-run's training split or read from a T5 directory's `spiece.model`.
+run's training split or read from a T5 directory: its `spiece.model`, or, in a directory that has
+only the fast tokenizer's `tokenizer.json` (many re-uploads of T5 models do), that file read with
+`tokenizers` (`load` picks whichever is there).
 
 model_type "unigram" for text (one joint vocabulary for English and Japanese: character_coverage
 0.9995 keeps rare kanji as pieces instead of <unk>); "word" for already-segmented symbols (G2P's
@@ -15,6 +17,7 @@ from typing import Iterable, Sequence
 import sentencepiece as spm
 
 FILE = "spiece.model"
+JSON_FILE = "tokenizer.json"
 PAD, EOS, UNK = 0, 1, 2
 
 
@@ -44,7 +47,7 @@ class SentencePieceTokenizer:
     def from_dir(cls, directory: str | Path) -> "SentencePieceTokenizer":
         path = Path(directory) / FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (a T5 vocabulary is a sentencepiece {FILE})")
+            raise FileNotFoundError(f"{path} is missing (a T5 vocabulary is a sentencepiece {FILE} or a {JSON_FILE})")
         try:
             return cls(path.read_bytes())
         except RuntimeError as e:
@@ -81,3 +84,71 @@ class SentencePieceTokenizer:
         if EOS in ids:
             ids = ids[:ids.index(EOS)]
         return self.sp.decode([i for i in ids if i != PAD and 0 <= i < self.vocab_size])
+
+
+class TokenizerJsonT5:
+    """A T5 vocabulary from a fast tokenizer's tokenizer.json, with SentencePieceTokenizer's methods.
+    Inputs get their eos here, not from the file's post-processor, as the sentencepiece path does."""
+    pad_id, eos_id, unk_id = PAD, EOS, UNK
+
+    def __init__(self, text: str, path: Path | str = JSON_FILE):
+        from tokenizers import Tokenizer
+
+        try:
+            self.tk = Tokenizer.from_str(text)
+        except Exception as e:  # tokenizers raises a bare Exception on a malformed file
+            raise ValueError(f"{path}: not a tokenizers file ({e})") from None
+        self.tk.no_padding()
+        self.tk.no_truncation()
+        specials = tuple(self.tk.id_to_token(i) for i in (PAD, EOS, UNK))
+        if specials != ("<pad>", "</s>", "<unk>"):
+            raise ValueError(f"{path}: a T5 vocabulary has <pad> 0, </s> 1, <unk> 2; this one has {specials}")
+        self.text = text
+
+    @classmethod
+    def from_dir(cls, directory: str | Path) -> "TokenizerJsonT5":
+        path = Path(directory) / JSON_FILE
+        return cls(path.read_text(encoding="utf-8"), path)
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / JSON_FILE).write_text(self.text, encoding="utf-8")
+        return directory
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tk.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, texts: Sequence[str], eos: bool = True) -> list[list[int]]:
+        rows = [e.ids for e in self.tk.encode_batch(list(texts), add_special_tokens=False)]
+        return [ids + [EOS] if eos else ids for ids in rows]
+
+    def piece_id(self, piece: str) -> int:
+        i = self.tk.token_to_id(piece)
+        if i is None:
+            raise KeyError(f"{piece!r} is not in the vocabulary")
+        return i
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """As SentencePieceTokenizer.decode; sentinels stay in the text."""
+        ids = [int(i) for i in ids]
+        if EOS in ids:
+            ids = ids[:ids.index(EOS)]
+        return self.tk.decode([i for i in ids if i != PAD and 0 <= i < self.vocab_size], skip_special_tokens=False)
+
+
+T5Vocabulary = SentencePieceTokenizer | TokenizerJsonT5
+
+
+def present(directory: str | Path) -> bool:
+    """Whether a folder holds a T5 vocabulary load can read."""
+    return any((Path(directory) / name).is_file() for name in (FILE, JSON_FILE))
+
+
+def load(directory: str | Path) -> T5Vocabulary:
+    """spiece.model when the folder has it (the reference T5 tokenizer), else tokenizer.json."""
+    directory = Path(directory)
+    if not (directory / FILE).is_file() and (directory / JSON_FILE).is_file():
+        return TokenizerJsonT5.from_dir(directory)
+    return SentencePieceTokenizer.from_dir(directory)

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import DTYPES, GATED, MLP, Attention, Embed, KVCache, Norm, gathered, matmul, param
+from bigmodel_jax.models.layers import (DTYPES, GATED, MLP, Attention, Embed, KVCache, Norm, gathered, matmul, param,
+                                       remat_table)
 from bigmodel_jax.sharding import constrain
 
 ARCH_KEYS = ("num_layers", "num_decoder_layers", "width", "num_heads", "head_dim", "mlp_dim", "activation",
@@ -75,6 +76,9 @@ class EncoderLayer(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout)
 
     def __call__(self, x: jax.Array, mask_bts: jax.Array, bias_bhts: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        return self.forward(x, mask_bts, bias_bhts, rngs)
+
+    def forward(self, x: jax.Array, mask_bts: jax.Array, bias_bhts: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
         det = rngs is None
         h, _ = self.attn(self.attn_norm(x), None, mask_bts=mask_bts, bias_bhts=bias_bhts, rngs=rngs)
         x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)
@@ -95,6 +99,11 @@ class DecoderLayer(nnx.Module):
     def __call__(self, x: jax.Array, *, mask_bts: jax.Array | None, bias_bhts: jax.Array, cross_kv: KVCache,
                  source_mask_bs: jax.Array, cache: KVCache | None = None, cache_index: jax.Array | int = 0,
                  prefill: bool = False, rngs: nnx.Rngs | None = None) -> tuple[jax.Array, KVCache | None]:
+        return self.forward(x, mask_bts, bias_bhts, cross_kv, source_mask_bs, cache, cache_index, prefill, rngs)
+
+    def forward(self, x: jax.Array, mask_bts: jax.Array | None, bias_bhts: jax.Array, cross_kv: KVCache,
+                source_mask_bs: jax.Array, cache: KVCache | None = None, cache_index: jax.Array | int = 0,
+                prefill: bool = False, rngs: nnx.Rngs | None = None) -> tuple[jax.Array, KVCache | None]:
         det = rngs is None
         h, cache = self.attn(self.attn_norm(x), None, mask_bts=mask_bts, bias_bhts=bias_bhts, cache=cache,
                              cache_index=cache_index, prefill=prefill, rngs=rngs)
@@ -104,6 +113,18 @@ class DecoderLayer(nnx.Module):
         h = self.mlp(self.mlp_norm(x), rngs=rngs)
         x = x + self.dropout(h, deterministic=det, rngs=rngs).astype(x.dtype)
         return constrain(x, ("batch", None, None)), cache
+
+
+def _encoder_forward(layer: EncoderLayer, x, mask_bts, bias_bhts, rngs):
+    return layer.forward(x, mask_bts, bias_bhts, rngs)
+
+
+def _decoder_forward(layer: DecoderLayer, x, mask_bts, bias_bhts, cross_kv, source_mask_bs, rngs):
+    return layer.forward(x, mask_bts, bias_bhts, cross_kv, source_mask_bs, rngs=rngs)[0]
+
+
+# model.remat in training (a layer at a time, as the other families' blocks; never with a KV cache)
+ENCODER_REMAT, DECODER_REMAT = remat_table(_encoder_forward), remat_table(_decoder_forward)
 
 
 def _attention(cfg: ml_collections.FrozenConfigDict, dtype: Any, *, causal: bool, rngs: nnx.Rngs) -> Attention:
@@ -155,8 +176,9 @@ class EncoderDecoder(nnx.Module):
         bias = self.encoder_bias(positions, positions)
         x = self.dropout(self.shared(source_bs), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         mask_bts = source_mask_bs[:, None, :]
+        remat = ENCODER_REMAT[self.cfg.get("remat", "none")]
         for layer in self.encoder:
-            x = layer(x, mask_bts, bias, rngs)
+            x = layer(x, mask_bts, bias, rngs) if remat is None else remat(layer, x, mask_bts, bias, rngs)
         return self.dropout(self.encoder_norm(x), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
 
     def hidden(self, tokens_bt: jax.Array, *, cache: list[KVCache] | None = None, cache_index: jax.Array | int = 0,
@@ -183,7 +205,11 @@ class EncoderDecoder(nnx.Module):
         mask_bts = None if mask_bs is None else mask_bs[:, None, :]
         x = self.dropout(self.shared(tokens_bt), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         new_cache = [] if cache is not None else None
+        remat = DECODER_REMAT[self.cfg.get("remat", "none")] if cache is None else None
         for i, layer in enumerate(self.decoder):
+            if remat is not None:
+                x = remat(layer, x, mask_bts, bias, cross_kv[i], source_mask_bs, rngs)
+                continue
             self_cache = None if cache is None else {"k": cache[i]["k"], "v": cache[i]["v"]}
             x, self_cache = layer(x, mask_bts=mask_bts, bias_bhts=bias, cross_kv=cross_kv[i],
                                   source_mask_bs=source_mask_bs, cache=self_cache, cache_index=cache_index,

@@ -11,7 +11,7 @@ to mesh axes, so no model file names a mesh axis.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -310,12 +310,19 @@ def _block_forward(block: "Block", x: Array, positions_bt: Array, mask_bts: Arra
 # "dots_saveable" keeps the matmul outputs and recomputes the cheap elementwise ops between them.
 # Our matmuls are a custom VJP, which jax's dots_saveable does not see, so their outputs are
 # named ("matmul") and saved by name, beside the attention einsums that dots_saveable does save.
-REMAT = {
-    "none": None,
-    "full": nnx.remat(_block_forward, policy=jax.checkpoint_policies.nothing_saveable),
-    "dots_saveable": nnx.remat(_block_forward, policy=jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.dots_saveable, jax.checkpoint_policies.save_only_these_names("matmul"))),
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_saveable, jax.checkpoint_policies.save_only_these_names("matmul")),
 }
+
+
+def remat_table(forward: Callable) -> dict[str, Callable | None]:
+    """model.remat's values -> forward rematerialized with that policy (None: as it is)."""
+    return {"none": None, **{name: nnx.remat(forward, policy=policy) for name, policy in REMAT_POLICIES.items()}}
+
+
+REMAT = remat_table(_block_forward)
 
 
 class Block(nnx.Module):

@@ -17,6 +17,7 @@ decode with beams.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from bigmodel_jax import checkpoint, distributed, eval_metrics, pretrained
 from bigmodel_jax.data import pairs, pipeline
 from bigmodel_jax.data.prepare import save_whole
 from bigmodel_jax.data.span_corruption import SENTINELS, corrupt, window_length
-from bigmodel_jax.data.spm import EOS, PAD, SentencePieceTokenizer
+from bigmodel_jax.data import spm
+from bigmodel_jax.data.spm import EOS, PAD, SentencePieceTokenizer, T5Vocabulary
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.encdec import EncoderDecoder, count_params
 from bigmodel_jax.tasks.encoder import seeded_subset
@@ -59,6 +61,7 @@ DATASETS: dict[str, Callable] = {
     "pairs": _files,
     "plays_span": lambda d: _plays_text(d),
 }
+VOCAB_ALSO = ("bible_en_ja", "cmudict")  # the training texts a shared vocabulary can add (a pair file's are the user's)
 SCORES = {"bible_en_ja": ("bleu", "chrf"), "bible_ja_en": ("bleu", "chrf"), "cmudict": ("per", "wer"),
           "pairs": ("bleu", "chrf"), "plays_span": ()}
 
@@ -89,8 +92,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         from bigmodel_jax.data import plays
 
         plays.check_plays_dir(d.plays_dir)
-    if m.remat != "none":
-        raise ConfigError("model.remat", m.remat, "'none': the encoder-decoder has no rematerialization yet")
+    if d.vocab_also and d.vocab_also not in VOCAB_ALSO:
+        raise ConfigError("data.vocab_also", d.vocab_also, f"'' or one of {', '.join(VOCAB_ALSO)} (a dataset whose "
+                          "training texts the vocabulary is also trained on)")
     if m.activation not in ("relu", "geglu"):
         raise ConfigError("model.activation", m.activation, "'relu' (T5 v1.0) or 'geglu' (T5 v1.1)")
     if d.target_len >= m.max_len:
@@ -208,7 +212,7 @@ def pair_arrays(source: list[int], target: list[int], source_len: int, target_le
     return out
 
 
-def encode_pairs(tok: SentencePieceTokenizer, records: list[dict], source_len: int, target_len: int,
+def encode_pairs(tok: T5Vocabulary, records: list[dict], source_len: int, target_len: int,
                  every_target: bool = False) -> dict[str, np.ndarray]:
     """pair_arrays of every record stacked [N, ...], sources and targets cut to fit. For training
     with several targets per source (G2P's pronunciations), every_target makes one row per target;
@@ -220,30 +224,33 @@ def encode_pairs(tok: SentencePieceTokenizer, records: list[dict], source_len: i
 
 
 def tokenizer(cfg: ml_collections.ConfigDict, workdir: Path, splits: dict[str, list[dict]],
-              process_index: int) -> SentencePieceTokenizer:
+              process_index: int) -> T5Vocabulary:
     """The workdir's vocabulary; else data.tokenizer_dir's; else init_from's (a workdir's
-    tokenizer/, a T5 directory's spiece.model); else one trained on the training split (process 0
-    trains and saves it, the others wait and read it). The workdir keeps a copy."""
+    tokenizer/, a T5 directory's spiece.model or tokenizer.json); else one trained on the training
+    split (process 0 trains and saves it, the others wait and read it). The workdir keeps a copy."""
     d = cfg.data
     directories = [workdir / "tokenizer"] + ([Path(d.tokenizer_dir).expanduser()] if d.tokenizer_dir else [])
     if cfg.init_from:
         source = pretrained.resolve(cfg.init_from)
         directories += [source / "tokenizer", source]
     for directory in directories:
-        if (directory / "spiece.model").is_file():
-            tok = SentencePieceTokenizer.from_dir(directory)
+        if spm.present(directory):
+            tok = spm.load(directory)
             if directory != workdir / "tokenizer" and process_index == 0:
                 save_whole(tok.save, workdir / "tokenizer")  # the run decodes (sample, seq2seq_eval) from its copy
             return tok
     if process_index == 0:
         span = d.dataset == "plays_span"
         texts = splits["train"][0]["source"].splitlines() if span else pairs.iter_texts(splits)
+        if d.vocab_also:  # only the other dataset's training split: its held-out texts stay unseen
+            texts = itertools.chain(texts, pairs.iter_texts(DATASETS[d.vocab_also](d)))
         tok = SentencePieceTokenizer.train(texts, d.vocab_size, d.spm_model_type, SENTINELS if span else ())
         save_whole(tok.save, workdir / "tokenizer")
-        log.info("trained a sentencepiece %s vocabulary (%d pieces) on the training split, saved to %s",
-                 d.spm_model_type, tok.vocab_size, workdir / "tokenizer")
+        log.info("trained a sentencepiece %s vocabulary (%d pieces) on the training split%s, saved to %s",
+                 d.spm_model_type, tok.vocab_size, f" and {d.vocab_also}'s" if d.vocab_also else "",
+                 workdir / "tokenizer")
     distributed.barrier("tokenizer trained")
-    return SentencePieceTokenizer.from_dir(workdir / "tokenizer")
+    return spm.load(workdir / "tokenizer")
 
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
@@ -272,7 +279,7 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
                     eval_set("test", 0), model_overrides={"vocab_size": vocab_size(cfg, tok)})
 
 
-def vocab_size(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer) -> int:
+def vocab_size(cfg: ml_collections.ConfigDict, tok: T5Vocabulary) -> int:
     """The tokenizer's size, or init_from's embedding rows when it has more (t5-small's 32,128 rows
     for its 32,000 pieces: the extra rows are never produced by the tokenizer). The source is read
     here, not through transfer.py, which imports the task registry."""
@@ -287,7 +294,7 @@ def vocab_size(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer) -> i
     return max(tok.vocab_size, int(rows or 0))
 
 
-def span_data(cfg: ml_collections.ConfigDict, tok: SentencePieceTokenizer, splits: dict[str, list[dict]],
+def span_data(cfg: ml_collections.ConfigDict, tok: T5Vocabulary, splits: dict[str, list[dict]],
               process_index: int, process_count: int) -> TaskData:
     """Span corruption over non-overlapping windows of each split's token stream, as long as
     fits data.source_len / target_len once corrupted."""
