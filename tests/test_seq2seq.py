@@ -8,6 +8,8 @@ import gzip
 import importlib.metadata
 import io
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -302,3 +304,32 @@ def test_init_from_a_hugging_face_t5_directory_takes_its_weights_and_vocabulary(
     assert (run_cfg.model.width, run_cfg.model.vocab_size) == (24, tok.vocab_size + 8)  # the source's shape
     np.testing.assert_allclose(np.asarray(model.shared.embedding[...]), hf.shared.weight.detach().numpy(), atol=1e-6)
     assert SentencePieceTokenizer.from_dir(tmp_path / "run" / "tokenizer").encode(["a b"]) == tok.encode(["a b"])
+
+
+@pytest.mark.slow
+def test_the_sweep_runner_trains_seq2seq_points_and_remat_changes_no_number(tmp_path):
+    """experiments.sweep on the encoder-decoder (one process per point, as a user runs it): remat
+    none and full train to the same losses, dropout on (the same masks are drawn either way)."""
+    from tests.test_sweep import plain_env
+
+    from tests.kill_resume import pairs_files
+
+    sets = {**pairs_files(tmp_path), "data.dataset": "pairs", "data.vocab_size": 16, "data.spm_model_type": "word",
+            "data.source_len": 8, "data.target_len": 8, "data.eval_examples": 0, "model.width": 32,
+            "model.num_layers": 2, "model.num_decoder_layers": 2, "model.num_heads": 4, "model.head_dim": 8,
+            "model.mlp_dim": 64, "model.max_len": 16, "model.dtype": "float32", "model.dropout": 0.1,
+            "train.batch_size": 8, "train.num_steps": 6, "train.eval_every": 6, "train.checkpoint_every": 6,
+            "train.log_every": 1, "optim.warmup_steps": 2, "train.eval_metric": "bleu",
+            "compilation_cache_dir": tmp_path / "cache"}
+    args = ["--config", ROOT / "configs" / "t5_translate.py", "--workdir", tmp_path / "w", "--grid",
+            "model.remat=none,full", "--metric", "val/bleu"]
+    args += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    r = subprocess.run([sys.executable, "-m", "experiments.sweep", *map(str, args)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900, env=plain_env())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    losses = {}
+    for policy in ("none", "full"):
+        rows = [json.loads(line) for line in (tmp_path / "w" / f"model.remat={policy},seed=0" / "metrics.jsonl")
+                .read_text().splitlines()]
+        losses[policy] = [row["loss"] for row in rows if row["split"] == "train"]
+    assert len(losses["none"]) == 6 and losses["full"] == pytest.approx(losses["none"], rel=1e-5)

@@ -209,7 +209,8 @@ def test_a_t5_directory_with_only_tokenizer_json_encodes_and_decodes_as_transfor
     hf_t5.save_t5_dir(EncoderDecoder(cfg, rngs=nnx.Rngs(0)), tmp_path / "hf", ours)
     assert not (tmp_path / "hf" / "spiece.model").exists()
     assert spm.load(tmp_path / "hf").encode(["the cat"]) == ours.encode(["the cat"])
-    assert sample.main(["--model", str(tmp_path / "hf"), "--prompt", "the cat", "--greedy", "--max-new-tokens", "4"]) == 0
+    assert sample.main(["--model", str(tmp_path / "hf"), "--prompt", "the cat", "--greedy",
+                        "--max-new-tokens", "4"]) == 0
     (tmp_path / "hf" / "tokenizer.json").write_text("{not json")
     with pytest.raises(SystemExit, match="tokenizer.json: not a tokenizers file"):
         sample.main(["--model", str(tmp_path / "hf"), "--prompt", "the cat"])
@@ -225,9 +226,11 @@ def test_remat_gives_the_same_loss_and_gradients_and_keeps_less_for_the_backward
            "num_decoder_layers": 3, "num_heads": 4, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
            "dropout_rate": 0.1}
     rng = np.random.default_rng(0)
-    batch = {"source": jnp.asarray(rng.integers(3, 64, (4, 48)), jnp.int32), "source_mask": jnp.ones((4, 48), jnp.int32),
+    batch = {"source": jnp.asarray(rng.integers(3, 64, (4, 48)), jnp.int32),
+             "source_mask": jnp.ones((4, 48), jnp.int32),
              "decoder_in": jnp.asarray(rng.integers(3, 64, (4, 40)), jnp.int32),
-             "target": jnp.asarray(rng.integers(3, 64, (4, 40)), jnp.int32), "target_mask": jnp.ones((4, 40), jnp.int32)}
+             "target": jnp.asarray(rng.integers(3, 64, (4, 40)), jnp.int32),
+             "target_mask": jnp.ones((4, 40), jnp.int32)}
     batch["source_mask"] = batch["source_mask"].at[1, 30:].set(0)
     kept, results = {}, {}
     for policy in ("none", "dots_saveable", "full"):
