@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+import jax
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
@@ -27,6 +28,7 @@ from ml_collections import config_flags
 from bigmodel_jax import sharding, tasks, transfer
 from bigmodel_jax.data.records import POLICIES as BAD_RECORD_POLICIES
 from bigmodel_jax.errors import ConfigError
+from bigmodel_jax.models.layers import ATTENTION_IMPLS
 from bigmodel_jax.optim import NONFINITE_POLICIES
 
 CHOICES = {
@@ -39,6 +41,7 @@ CHOICES = {
     "optim.name": ("adamw", "adam", "sgd"),
     "optim.schedule": ("cosine", "constant"),
     "model.remat": ("none", "full", "dots_saveable"),
+    "model.attention_impl": ATTENTION_IMPLS,  # ("plain", "xla", "cudnn")
     "parallel.mode": ("jit", "pmap"),
     "train.loss": ("cross_entropy", "mse"),  # classification tasks only; the others' configs lack it
     "train.on_nonfinite": NONFINITE_POLICIES,
@@ -181,6 +184,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(key, value, "a positive integer")
     m = cfg.model
+    if m.get("attention_impl") == "cudnn":
+        _check_cudnn(m)
     if "num_heads" in m and m.width % m.num_heads:
         raise ConfigError("model.num_heads", m.num_heads, f"must divide model.width={m.width}")
     if not 0.0 <= m.dropout < 1.0:
@@ -221,3 +226,15 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
                           f"{mesh['data']} x {mesh['fsdp']})")
     if cfg.train.batch_size % num_processes:
         raise ConfigError("train.batch_size", cfg.train.batch_size, f"must divide over {num_processes} processes")
+
+
+def _check_cudnn(m: ml_collections.ConfigDict) -> None:
+    """model.attention_impl='cudnn' where its kernel can run: a GPU backend and a bf16 compute dtype
+    (the model refuses a head size cuDNN lacks when it is built)."""
+    if jax.default_backend() != "gpu":
+        raise ConfigError("model.attention_impl", "cudnn",
+                          f"cuDNN's fused attention needs a GPU (this backend is {jax.default_backend()!r}); "
+                          "use 'xla' or 'plain' off GPU")
+    if m.dtype != "bfloat16":
+        raise ConfigError("model.attention_impl", "cudnn",
+                          f"cuDNN's fused attention has no {m.dtype} kernel: set model.dtype=bfloat16, or use 'xla'")

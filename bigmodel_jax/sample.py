@@ -18,6 +18,11 @@ reply stops at the model's end-of-turn token; --no-chat feeds the prompt as raw 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the allocator is fixed when a process starts: choose it before jax loads
+    from bigmodel_jax import allocator
+
+    allocator.reexec()
+
 import argparse
 import json
 import logging

@@ -10,6 +10,11 @@ batches and reaches the same losses as an unbroken one.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the allocator is fixed when a process starts: choose it before jax loads
+    from bigmodel_jax import allocator
+
+    allocator.reexec()
+
 import json
 import logging
 import math
@@ -159,8 +164,8 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     if meta is None:
         return
     saved = json.loads(meta["config"])["model"]
-    # precision, regularization and remat may change between runs
-    free = ("dtype", "dropout", "drop_path", "remat", "label_smoothing")
+    # precision, regularization, remat and the attention kernel may change between runs (same weights)
+    free = ("dtype", "dropout", "drop_path", "remat", "label_smoothing", "attention_impl")
     diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if k not in free and saved.get(k) != v}
     if diff:
         key = sorted(diff)[0]

@@ -59,6 +59,8 @@ def load_trained(workdir: str | Path, which: str = "latest", dtype: str | None =
         raise ValueError(f"{directory}: unknown task {cfg.task!r} in its checkpoint; valid: {sorted(tasks.TASKS)}")
     if dtype:
         cfg.model.dtype = dtype
+    if cfg.model.get("attention_impl") == "cudnn" and (jax.default_backend() != "gpu" or cfg.model.dtype != "bfloat16"):
+        cfg.model.attention_impl = "xla"  # trained with cuDNN's kernel, used where it cannot run: the same math
     graphdef, abstract_params, _ = tasks.abstract_model(cfg)
     step, params, _, _ = checkpoint.restore(directory, abstract_params)
     return nnx.merge(graphdef, params), cfg, step

@@ -26,6 +26,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         dropout=0.1,  # BERT's: embeddings, attention probabilities, each residual branch
         dtype="bfloat16",
         remat="none",  # "full" or "dots_saveable": recompute activations in the backward pass to save memory
+        attention_impl="plain",  # "xla" / "cudnn": jax.nn.dot_product_attention (cudnn: GPU flash attention)
         num_outputs=0,  # finetuning heads: 0 = from the labeled data
     ))
     c.data = ml_collections.ConfigDict(dict(

@@ -31,6 +31,7 @@ def get_config(variant: str = "ja_en") -> ml_collections.ConfigDict:
         activation="geglu",  # "relu" with tie_embeddings=True is T5 v1.0
         tie_embeddings=False, rel_buckets=32, rel_max_distance=128, norm_eps=1e-6,
         dropout=0.1, label_smoothing=0.1, dtype="bfloat16", remat="none",
+        attention_impl="plain",  # "xla" / "cudnn": jax.nn.dot_product_attention (cudnn: GPU flash attention)
         max_len=128,  # the decoder's KV cache when sampling: more than data.target_len (it holds the start token)
     ))
     c.data = ml_collections.ConfigDict(dict(

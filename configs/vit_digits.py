@@ -37,6 +37,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         dropout=0.1, drop_path=0.1,  # stochastic depth, growing linearly to this rate at the last block
         dtype="float32",
         remat="none",  # "full" or "dots_saveable": recompute activations in the backward pass to save memory
+        attention_impl="plain",  # "xla" / "cudnn": jax.nn.dot_product_attention (cudnn: GPU flash attention)
     ))
     c.data = ml_collections.ConfigDict(dict(
         dataset="digits", tfds_dir="~/.cache/bigmodel_jax/tfds",

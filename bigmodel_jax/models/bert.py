@@ -30,7 +30,8 @@ class Bert(nnx.Module):
         self.blocks = nnx.List([
             Block(d, cfg.num_heads, cfg.num_heads, cfg.mlp_dim, rngs=rngs, causal=False, norm="layernorm",
                   activation=cfg.activation, dropout=cfg.dropout, dtype=self.dtype, post_norm=True,
-                  norm_eps=cfg.norm_eps, remat=cfg.get("remat", "none"))
+                  norm_eps=cfg.norm_eps, remat=cfg.get("remat", "none"),
+                  attention_impl=cfg.get("attention_impl", "plain"))
             for _ in range(cfg.num_layers)])
         self.pooler = Dense(d, d, ("embed", None), rngs=rngs, dtype=self.dtype)
 

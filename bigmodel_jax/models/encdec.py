@@ -133,7 +133,8 @@ def _attention(cfg: ml_collections.FrozenConfigDict, dtype: Any, *, causal: bool
     d, inner = cfg.width, cfg.num_heads * cfg.head_dim
     return Attention(d, cfg.num_heads, cfg.num_heads, rngs=rngs, causal=causal, use_rope=False, use_bias=False,
                      dropout=cfg.dropout, dtype=dtype, head_dim=cfg.head_dim, scale=1.0, std=d ** -0.5,
-                     q_std=(d * cfg.head_dim) ** -0.5, out_std=inner ** -0.5)
+                     q_std=(d * cfg.head_dim) ** -0.5, out_std=inner ** -0.5,
+                     attention_impl=cfg.get("attention_impl", "plain"))
 
 
 def _mlp(cfg: ml_collections.FrozenConfigDict, dtype: Any, *, rngs: nnx.Rngs) -> MLP:

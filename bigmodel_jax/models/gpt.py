@@ -32,7 +32,8 @@ class GPT(nnx.Module):
             Block(d, cfg.num_heads, cfg.num_kv_heads or cfg.num_heads, cfg.mlp_dim, rngs=rngs, causal=True,
                   norm=cfg.norm, activation=cfg.activation, use_rope=cfg.positions == "rope",
                   rope_theta=cfg.rope_theta, use_bias=cfg.use_bias, dropout=cfg.dropout, out_std=out_std,
-                  dtype=self.dtype, norm_eps=cfg.get("norm_eps", 1e-5), remat=cfg.get("remat", "none"))
+                  dtype=self.dtype, norm_eps=cfg.get("norm_eps", 1e-5), remat=cfg.get("remat", "none"),
+                  attention_impl=cfg.get("attention_impl", "plain"))
             for _ in range(cfg.num_layers)])
         self.final_norm = Norm(d, cfg.norm, eps=cfg.get("norm_eps", 1e-5), use_bias=cfg.use_bias)
         self.lm_head = None if cfg.tie_embeddings else param(rngs.params(), (d, cfg.vocab_size), ("embed", "vocab"))

@@ -143,6 +143,13 @@ def rope(x_bhtd: Array, positions_bt: Array, theta: float = 10000.0) -> Array:
 
 
 # ----------------------------------------------------------------------------- attention
+# model.attention_impl: "plain" is Attention's own einsums; "xla" and "cudnn" hand the scores,
+# masks and softmax to jax.nn.dot_product_attention with that implementation ("cudnn": cuDNN's
+# fused flash attention, GPU and bf16 only, which never materializes the [T, S] scores).
+ATTENTION_IMPLS = ("plain", "xla", "cudnn")
+CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
 class Attention(nnx.Module):
     """Multi-head attention with optional grouped-query heads, RoPE and a KV cache.
 
@@ -153,11 +160,23 @@ class Attention(nnx.Module):
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, rngs: nnx.Rngs, causal: bool,
                  use_rope: bool, rope_theta: float = 10000.0, use_bias: bool = True, dropout: float = 0.0,
                  out_std: float = 0.02, dtype: Any = jnp.float32, head_dim: int | None = None,
-                 scale: float | None = None, std: float = 0.02, q_std: float | None = None):
+                 scale: float | None = None, std: float = 0.02, q_std: float | None = None,
+                 attention_impl: str = "plain"):
         """head_dim: per head (default dim // num_heads; T5's d_kv may differ). scale: of the
-        scores (default head_dim ** -0.5; T5 uses 1 and folds it into the query's init, q_std)."""
+        scores (default head_dim ** -0.5; T5 uses 1 and folds it into the query's init, q_std).
+        attention_impl: one of ATTENTION_IMPLS; a combination cuDNN has no kernel for is refused
+        here rather than at the first call inside a compiled step."""
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = head_dim or dim // num_heads
+        if attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={attention_impl!r}; valid: {list(ATTENTION_IMPLS)}")
+        if attention_impl == "cudnn" and jnp.dtype(dtype) not in CUDNN_DTYPES:
+            raise ValueError(f"attention_impl='cudnn' needs a bfloat16 compute dtype, not {jnp.dtype(dtype).name} "
+                             "(cuDNN's fused attention has no float32 kernel); use 'xla' or 'plain'")
+        if attention_impl == "cudnn" and (self.head_dim % 8 or self.head_dim > 256):
+            raise ValueError(f"attention_impl='cudnn' needs a head_dim that is a multiple of 8 and at most 256 "
+                             f"(128 before Hopper), not {self.head_dim}; use 'xla' or 'plain'")
+        self.attention_impl = attention_impl
         self.scale = self.head_dim ** -0.5 if scale is None else scale
         self.causal, self.use_rope, self.rope_theta, self.dtype = causal, use_rope, rope_theta, dtype
         q_dim, kv_dim = num_heads * self.head_dim, num_kv_heads * self.head_dim
@@ -227,14 +246,34 @@ class Attention(nnx.Module):
                 rngs: nnx.Rngs | None, bias_bhts: Array | None = None) -> Array:
         """softmax(q kᵀ · scale + bias) v, the T queries sitting at slots start..start+T-1 of the S
         keys; grouped-query heads share each K/V head without copying it. Returns [B, T, H·hd]."""
+        # jax.nn.dot_product_attention has no dropout on the attention probabilities, so a training
+        # call with dropout > 0 takes the plain path (same math, plus the dropout). Refusing the
+        # combination at construction instead would also forbid the fused kernels in evaluation and
+        # sampling of every model trained with dropout (its config keeps the rate: BERT, ViT and T5
+        # default to 0.1). Training itself gets the fused kernel with model.dropout=0.
+        if self.attention_impl == "plain" or (rngs is not None and self.attn_dropout.rate > 0):
+            y = self._attend_plain(q, k, v, start, mask_bts, rngs, bias_bhts)
+        else:
+            y = self._attend_fused(q, k, v, start, mask_bts, bias_bhts)
+        return constrain(y.astype(self.dtype), ("batch", None, "act_heads"))
+
+    @staticmethod
+    def _allowed(t: int, s: int, start: Array | int, mask_bts: Array | None, causal: bool) -> Array | None:
+        """[B or 1, 1, T, S] bool, True where a query may attend a key (None: every key): causality
+        for queries at slots start..start+T-1, and the padding mask."""
+        allowed = None
+        if causal:
+            allowed = ((jnp.arange(t) + start)[:, None] >= jnp.arange(s)[None, :])[None, None]
+        if mask_bts is not None:
+            keys = mask_bts[:, None, :, :s].astype(bool)  # a prefill's mask may span the whole cache
+            allowed = keys if allowed is None else allowed & keys
+        return allowed
+
+    def _attend_plain(self, q: Array, k: Array, v: Array, start: Array | int, mask_bts: Array | None,
+                      rngs: nnx.Rngs | None, bias_bhts: Array | None) -> Array:
         b, _, t, _ = q.shape
         s = k.shape[2]
-        allowed_ts = jnp.ones((t, s), bool)
-        if self.causal:
-            allowed_ts = (jnp.arange(t) + start)[:, None] >= jnp.arange(s)[None, :]
-        allowed = allowed_ts[None, None]
-        if mask_bts is not None:
-            allowed = allowed & mask_bts[:, None, :, :s]  # a prefill's mask may span the whole cache
+        allowed = self._allowed(t, s, start, mask_bts, self.causal)
         groups = self.num_heads // self.num_kv_heads
         q = q.reshape(b, self.num_kv_heads, groups, t, self.head_dim)
         if self.scale != 1.0:
@@ -243,13 +282,35 @@ class Attention(nnx.Module):
         scores = scores.reshape(b, self.num_heads, t, s)
         if bias_bhts is not None:
             scores = scores + bias_bhts
-        scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
+        if allowed is not None:
+            scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)
         probs = self.attn_dropout(probs, deterministic=rngs is None, rngs=rngs)
         probs = probs.astype(self.dtype).reshape(b, self.num_kv_heads, groups, t, s)
         y = jnp.einsum("bkgts,bksd->bkgtd", probs, v, preferred_element_type=jnp.float32)
-        y = y.reshape(b, self.num_heads, t, self.head_dim).transpose(0, 2, 1, 3).reshape(b, t, -1)
-        return constrain(y.astype(self.dtype), ("batch", None, "act_heads"))
+        return y.reshape(b, self.num_heads, t, self.head_dim).transpose(0, 2, 1, 3).reshape(b, t, -1)
+
+    def _attend_fused(self, q: Array, k: Array, v: Array, start: Array | int, mask_bts: Array | None,
+                      bias_bhts: Array | None) -> Array:
+        b, _, t, _ = q.shape
+        s = k.shape[2]
+        # Queries aligned with their keys (training, prefill: start is the literal 0) take causality
+        # as is_causal, which cuDNN's kernel uses to skip the masked blocks; a decode step's queries
+        # sit at a traced slot of the cache, so its causality travels in the explicit mask.
+        aligned = self.causal and t == s and isinstance(start, int) and start == 0
+        allowed = self._allowed(t, s, start, mask_bts, self.causal and not aligned)
+        if self.attention_impl == "cudnn":
+            # jax folds the mask into cuDNN's bias, whose shape check wants every query row (a mask
+            # broadcast over the queries is refused); the bias goes in the operands' dtype, as the
+            # fused kernel reads one element type
+            if allowed is not None:
+                allowed = jnp.broadcast_to(allowed, allowed.shape[:2] + (t, s))
+            if bias_bhts is not None:
+                bias_bhts = bias_bhts.astype(q.dtype)
+        y = jax.nn.dot_product_attention(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
+                                         bias=bias_bhts, mask=allowed, scale=self.scale, is_causal=aligned,
+                                         implementation=self.attention_impl)
+        return y.reshape(b, t, -1)
 
 
 def init_kv_cache(batch: int, num_layers: int, num_kv_heads: int, max_len: int, head_dim: int,
@@ -329,13 +390,15 @@ class Block(nnx.Module):
     """Pre-LN Transformer block (GPT-2, Llama, ViT): x + Attn(Norm(x)), then x + MLP(Norm(x)).
     post_norm=True is the original Transformer / BERT order: Norm(x + Attn(x)), then Norm(x + MLP(x)).
     drop_path: stochastic-depth rate of both residual branches (pre-LN only).
-    remat: a key of REMAT, applied in training (never with a KV cache)."""
+    remat: a key of REMAT, applied in training (never with a KV cache).
+    attention_impl: one of ATTENTION_IMPLS (Attention's)."""
 
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp_dim: int, *, rngs: nnx.Rngs,
                  causal: bool, norm: str = "layernorm", activation: str = "gelu", use_rope: bool = False,
                  rope_theta: float = 10000.0, use_bias: bool = True, dropout: float = 0.0,
                  out_std: float = 0.02, dtype: Any = jnp.float32, post_norm: bool = False,
-                 norm_eps: float = 1e-5, drop_path: float = 0.0, remat: str = "none"):
+                 norm_eps: float = 1e-5, drop_path: float = 0.0, remat: str = "none",
+                 attention_impl: str = "plain"):
         if post_norm and drop_path:
             raise ValueError("drop_path is for pre-LN blocks")
         if remat not in REMAT:
@@ -344,7 +407,7 @@ class Block(nnx.Module):
         self.attn_norm = Norm(dim, norm, eps=norm_eps, use_bias=use_bias)
         self.attn = Attention(dim, num_heads, num_kv_heads, rngs=rngs, causal=causal, use_rope=use_rope,
                               rope_theta=rope_theta, use_bias=use_bias, dropout=dropout, out_std=out_std,
-                              dtype=dtype)
+                              dtype=dtype, attention_impl=attention_impl)
         self.mlp_norm = Norm(dim, norm, eps=norm_eps, use_bias=use_bias)
         self.mlp = MLP(dim, mlp_dim, activation, rngs=rngs, use_bias=use_bias, out_std=out_std, dtype=dtype)
         self.dropout = nnx.Dropout(dropout)

@@ -53,7 +53,8 @@ class ViT(nnx.Module):
         self.blocks = nnx.List([
             Block(d, cfg.num_heads, cfg.num_heads, cfg.mlp_dim, rngs=rngs, causal=False, norm="layernorm",
                   activation=cfg.activation, dropout=cfg.dropout, dtype=self.dtype, norm_eps=cfg.norm_eps,
-                  drop_path=float(rate), remat=cfg.get("remat", "none"))
+                  drop_path=float(rate), remat=cfg.get("remat", "none"),
+                  attention_impl=cfg.get("attention_impl", "plain"))
             for rate in rates])
         self.final_norm = Norm(d, "layernorm", eps=cfg.norm_eps)
         # zero-init classifier (big_vision): every class starts at the same logit
