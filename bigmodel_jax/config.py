@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from bigmodel_jax import sharding, tasks, transfer
 from bigmodel_jax.data.records import POLICIES as BAD_RECORD_POLICIES
 from bigmodel_jax.errors import ConfigError
+from bigmodel_jax.eval_metrics import EVAL_METRICS
 from bigmodel_jax.models.layers import ATTENTION_IMPLS
 from bigmodel_jax.optim import NONFINITE_POLICIES
 
@@ -55,9 +56,6 @@ POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.ml
                  "train.max_nonfinite_skips")
 
 # metric -> True when higher is better; train.eval_metric picks the one that decides "best"
-EVAL_METRICS = {"loss": False, "perplexity": False, "mse": False, "mae": False, "accuracy": True,
-                "macro_f1": True, "precision": True, "recall": True, "f1": True, "exact_match": True,
-                "token_accuracy": True, "bleu": True, "chrf": True, "per": False, "wer": False}
 PROGRAM = "bigmodel_jax"  # argv[0] for absl, which skips it
 
 

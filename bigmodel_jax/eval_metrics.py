@@ -22,6 +22,12 @@ import numpy as np
 from seqeval import metrics as seqeval_metrics
 from sklearn import metrics as sk_metrics
 
+# every validation metric a task reports -> whether higher is better (the trainer's best checkpoint,
+# early stopping, and the sweep's report and search all read it here)
+EVAL_METRICS = {"loss": False, "perplexity": False, "mse": False, "mae": False, "accuracy": True,
+                "macro_f1": True, "precision": True, "recall": True, "f1": True, "exact_match": True,
+                "token_accuracy": True, "bleu": True, "chrf": True, "per": False, "wer": False}
+
 
 def mean_loss(loss_sum: np.ndarray, count: np.ndarray | None = None) -> float:
     """Total loss over total count (tokens or examples): per-example sums in, one corpus mean out."""

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from bigmodel_jax.eval_metrics import EVAL_METRICS
+
 SPLITS = {"val": "validation", "validation": "validation", "train": "train", "test": "test"}
-HIGHER_IS_BETTER = {"accuracy", "macro_f1", "precision", "recall", "f1", "exact_match"}
 # config keys that differ between runs without being a setting of the experiment
 NOT_SETTINGS = {"seed", "compilation_cache_dir", "data.tfds_dir", "data.tokenizer_dir", "data.plays_dir"}
 
@@ -42,7 +43,7 @@ def parse_metric(metric: str) -> tuple[str, str]:
 
 
 def higher_is_better(metric: str) -> bool:
-    return parse_metric(metric)[1] in HIGHER_IS_BETTER
+    return EVAL_METRICS.get(parse_metric(metric)[1], False)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -81,6 +81,21 @@ def test_search_space_parsing():
             search.parse_space([bad])
 
 
+def test_the_best_of_a_run_is_the_trainers_best_for_every_metric(tmp_path):
+    """The report and the search pick a run's best value the way the trainer picks its best
+    checkpoint: BLEU and chrF up, PER and WER down (a translation sweep once reported its worst chrF)."""
+    from experiments import runs
+    from bigmodel_jax.config import EVAL_METRICS
+
+    assert runs.higher_is_better("val/chrf") and runs.higher_is_better("test/bleu")
+    assert not runs.higher_is_better("val/per") and not runs.higher_is_better("val/loss")
+    assert all(runs.higher_is_better(f"val/{m}") == up for m, up in EVAL_METRICS.items())
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        json.dumps({"split": "validation", "step": step, "chrf": chrf, "loss": 1.0}) + "\n"
+        for step, chrf in ((100, 0.01), (200, 0.03), (300, 0.02))))
+    assert runs.metric_values(runs.load_run(tmp_path, "w"), "val/chrf") == (0.02, 0.03, 200)
+
+
 def test_bad_key_refuses_the_whole_sweep_before_running(tmp_path):
     r = run_sweep(["--config", CONFIG, "--workdir", tmp_path / "w", "--grid", "model.dropot=0,0.1"])
     assert r.returncode == 2
