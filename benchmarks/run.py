@@ -8,7 +8,8 @@ Sections (--only takes any of them, comma-separated):
   peak        measured matmul FLOP/s: jax (metrics.measure_matmul_peak, bf16 in / f32 out, and f32)
               vs torch.matmul, same size. jax's figures are the MFU denominators of every row.
   train_gpt   training tokens/s: the trainer's own step (train.init_state + make_train_step) vs
-              Hugging Face GPT2LMHeadModel + torch AdamW (benchmarks/train_throughput.py).
+              Hugging Face GPT2LMHeadModel + torch AdamW, eager and through torch.compile (two rows;
+              benchmarks/train_throughput.py).
   train_bert  the same for BERT masked-LM vs BertForMaskedLM (benchmarks/bert_throughput.py).
   train_t5    the same for the T5 encoder-decoder vs T5ForConditionalGeneration (benchmarks/t5_throughput.py).
   pipeline    examples/s of the grain input pipeline the trainer iterates vs examples/s its train
@@ -118,14 +119,16 @@ def section_train_gpt(ctx: Context) -> list[dict]:
         size = tt.SIZES[name]
         for dtype in ("float32", "bfloat16"):
             say(f"train_gpt {name} {dtype}")
-            r = tt.measure(size, dtype, steps, repeats)
+            r = tt.measure(size, dtype, steps, repeats, compiled_peer=True)
             peak = ctx.peak(dtype)
             fpt = r["flops_per_token"]
-            rows.append(row("train_gpt", f"GPT {name} L/d/H/T/B/V={'/'.join(map(str, size))} {short(dtype)}, train",
-                            r["ours"], r["torch"], "tok/s", mfu=(r["ours"] * fpt / peak, r["torch"] * fpt / peak),
-                            notes="peer: HF GPT2LMHeadModel + torch AdamW"
-                                  f"{' (autocast bf16)' if dtype == 'bfloat16' else ''}; "
-                                  f"best step of {repeats}x{steps}"))
+            what = f"GPT {name} L/d/H/T/B/V={'/'.join(map(str, size))} {short(dtype)}, train"
+            autocast = " (autocast bf16)" if dtype == "bfloat16" else ""
+            for peer, how in (("torch", "eager"), ("torch_compile", "torch.compile of the model")):
+                rows.append(row("train_gpt", what, r["ours"], r[peer], "tok/s",
+                                mfu=(r["ours"] * fpt / peak, r[peer] * fpt / peak),
+                                notes=f"peer: HF GPT2LMHeadModel {how} + torch AdamW{autocast}; "
+                                      f"best step of {repeats}x{steps}"))
     return rows
 
 

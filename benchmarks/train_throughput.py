@@ -75,7 +75,9 @@ def time_ours(size, dtype, steps, accum=1):
     return run, causal_lm.matmul_params(cfg)
 
 
-def time_torch(size, dtype, steps):
+def time_torch(size, dtype, steps, compiled: bool = False):
+    """compiled: the same model through torch.compile (inductor), the optimizer step eager as in
+    most training scripts; its compile runs in the warm-up step."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -86,10 +88,11 @@ def time_torch(size, dtype, steps):
     hf.train()
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.1)
     ids = torch.randint(0, vocab, (batch, seq))
+    model = torch.compile(hf) if compiled else hf
 
     def one_step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-            loss = hf(input_ids=ids, labels=ids).loss
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         opt.step()
@@ -108,19 +111,23 @@ def time_torch(size, dtype, steps):
     return run
 
 
-def measure(size, dtype: str, steps: int, repeats: int, accum: int = 1) -> dict:
+def measure(size, dtype: str, steps: int, repeats: int, accum: int = 1, compiled_peer: bool = False) -> dict:
     """Best-step tokens/s of ours, ours with the batch in `accum` micro-batches (when accum > 1 and
-    it divides the batch) and HF GPT-2 (torch), timed in alternating windows of `steps` steps;
-    also the FLOPs per token (metrics.flops_per_token) and the accumulation actually used."""
+    it divides the batch) and HF GPT-2 (torch; with compiled_peer also through torch.compile), timed
+    in alternating windows of `steps` steps; also the FLOPs per token (metrics.flops_per_token) and
+    the accumulation actually used."""
     ours, n_matmul = time_ours(size, dtype, steps)
     accum = accum if accum > 1 and size[4] % accum == 0 else 1
     ours_acc = time_ours(size, dtype, steps, accum)[0] if accum > 1 else None
     theirs = time_torch(size, dtype, steps)
     fns = {"ours": ours, **({"accum": ours_acc} if ours_acc is not None else {}), "torch": theirs}
+    if compiled_peer:
+        fns["torch_compile"] = time_torch(size, dtype, steps, compiled=True)
     best = alternate(fns, repeats)  # alternate so all see the same machine noise
     tokens = size[3] * size[4]
     return {"ours": tokens / best["ours"], "ours_accum": tokens / best["accum"] if "accum" in best else None,
             "accum": accum, "torch": tokens / best["torch"], "tokens_per_step": tokens,
+            "torch_compile": tokens / best["torch_compile"] if "torch_compile" in best else None,
             "flops_per_token": metrics.flops_per_token(size[0], size[1], size[3], n_matmul)}
 
 
