@@ -46,7 +46,7 @@ def retrieval_scores(cfg, splits: dict[str, list[dict]], records: list[dict]) ->
     analyzer = "char" if cfg.data.dataset in ("bible_ja_en", "cmudict") else "word"
     memory = baselines.retrieval([(r["source"], t) for r in splits["train"] for t in r["targets"][:1]],
                                  [r["source"] for r in records], analyzer)
-    reference = seq2seq.Reference([r["targets"] for r in records], lambda ids: ids, cfg.data.dataset)
+    reference = seq2seq.Reference([r["targets"] for r in records], str, cfg.data.dataset)  # texts: nothing to decode
     return analyzer, seq2seq.score_texts(memory, reference)
 
 

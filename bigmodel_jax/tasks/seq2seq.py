@@ -32,10 +32,9 @@ import optax
 from flax import nnx
 
 from bigmodel_jax import checkpoint, distributed, eval_metrics, pretrained
-from bigmodel_jax.data import pairs, pipeline
+from bigmodel_jax.data import pairs, pipeline, spm
 from bigmodel_jax.data.prepare import save_whole
 from bigmodel_jax.data.span_corruption import SENTINELS, corrupt, window_length
-from bigmodel_jax.data import spm
 from bigmodel_jax.data.spm import EOS, PAD, SentencePieceTokenizer, T5Vocabulary
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.encdec import EncoderDecoder, count_params
@@ -92,7 +91,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         from bigmodel_jax.data import plays
 
         plays.check_plays_dir(d.plays_dir)
-    if d.vocab_also and d.vocab_also not in VOCAB_ALSO:
+    if d.get("vocab_also") and d.vocab_also not in VOCAB_ALSO:
         raise ConfigError("data.vocab_also", d.vocab_also, f"'' or one of {', '.join(VOCAB_ALSO)} (a dataset whose "
                           "training texts the vocabulary is also trained on)")
     if m.activation not in ("relu", "geglu"):
@@ -242,12 +241,13 @@ def tokenizer(cfg: ml_collections.ConfigDict, workdir: Path, splits: dict[str, l
     if process_index == 0:
         span = d.dataset == "plays_span"
         texts = splits["train"][0]["source"].splitlines() if span else pairs.iter_texts(splits)
-        if d.vocab_also:  # only the other dataset's training split: its held-out texts stay unseen
-            texts = itertools.chain(texts, pairs.iter_texts(DATASETS[d.vocab_also](d)))
+        also = d.get("vocab_also", "")
+        if also:  # only the other dataset's training split: its held-out texts stay unseen
+            texts = itertools.chain(texts, pairs.iter_texts(DATASETS[also](d)))
         tok = SentencePieceTokenizer.train(texts, d.vocab_size, d.spm_model_type, SENTINELS if span else ())
         save_whole(tok.save, workdir / "tokenizer")
         log.info("trained a sentencepiece %s vocabulary (%d pieces) on the training split%s, saved to %s",
-                 d.spm_model_type, tok.vocab_size, f" and {d.vocab_also}'s" if d.vocab_also else "",
+                 d.spm_model_type, tok.vocab_size, f" and {also}'s" if also else "",
                  workdir / "tokenizer")
     distributed.barrier("tokenizer trained")
     return spm.load(workdir / "tokenizer")
