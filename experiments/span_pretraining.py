@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = "full" if args.full else "quick"
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [0, 1, 2] if args.full else [0, 1]
     config = f"{CONFIG}:{args.direction}"
+    for flag, value, default in (("--direction", args.direction, "en_ja"), ("--seeds", args.seeds, "")):
+        args.command += f" {flag} {value}" if value != default else ""  # the summary's provenance line
     if args.span_workdir:
         span = Path(args.span_workdir).resolve()
         if not (span / "tokenizer" / "spiece.model").is_file():
