@@ -20,7 +20,6 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-import jax
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
@@ -29,7 +28,7 @@ from bigmodel_jax import sharding, tasks, transfer
 from bigmodel_jax.data.records import POLICIES as BAD_RECORD_POLICIES
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.eval_metrics import EVAL_METRICS
-from bigmodel_jax.models.layers import ATTENTION_IMPLS
+from bigmodel_jax.models.layers import ATTENTION_IMPLS, cudnn_missing
 from bigmodel_jax.optim import NONFINITE_POLICIES
 
 CHOICES = {
@@ -55,7 +54,6 @@ POSITIVE_INTS = ("model.num_layers", "model.width", "model.num_heads", "model.ml
                  "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.grad_accum_steps",
                  "train.max_nonfinite_skips")
 
-# metric -> True when higher is better; train.eval_metric picks the one that decides "best"
 PROGRAM = "bigmodel_jax"  # argv[0] for absl, which skips it
 
 
@@ -182,8 +180,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(key, value, "a positive integer")
     m = cfg.model
-    if m.get("attention_impl") == "cudnn":
-        _check_cudnn(m)
+    if m.get("attention_impl") == "cudnn" and (why := cudnn_missing(m.dtype)):
+        raise ConfigError("model.attention_impl", "cudnn", why)
     if "num_heads" in m and m.width % m.num_heads:
         raise ConfigError("model.num_heads", m.num_heads, f"must divide model.width={m.width}")
     if not 0.0 <= m.dropout < 1.0:
@@ -224,15 +222,3 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
                           f"{mesh['data']} x {mesh['fsdp']})")
     if cfg.train.batch_size % num_processes:
         raise ConfigError("train.batch_size", cfg.train.batch_size, f"must divide over {num_processes} processes")
-
-
-def _check_cudnn(m: ml_collections.ConfigDict) -> None:
-    """model.attention_impl='cudnn' where its kernel can run: a GPU backend and a bf16 compute dtype
-    (the model refuses a head size cuDNN lacks when it is built)."""
-    if jax.default_backend() != "gpu":
-        raise ConfigError("model.attention_impl", "cudnn",
-                          f"cuDNN's fused attention needs a GPU (this backend is {jax.default_backend()!r}); "
-                          "use 'xla' or 'plain' off GPU")
-    if m.dtype != "bfloat16":
-        raise ConfigError("model.attention_impl", "cudnn",
-                          f"cuDNN's fused attention has no {m.dtype} kernel: set model.dtype=bfloat16, or use 'xla'")

@@ -28,6 +28,7 @@ from flax import nnx
 from bigmodel_jax import checkpoint, hf, hf_t5, pretrained, tasks
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models import bert, encdec, gpt, vit
+from bigmodel_jax.models.layers import cudnn_missing
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def load_trained(workdir: str | Path, which: str = "latest", dtype: str | None =
         raise ValueError(f"{directory}: unknown task {cfg.task!r} in its checkpoint; valid: {sorted(tasks.TASKS)}")
     if dtype:
         cfg.model.dtype = dtype
-    if cfg.model.get("attention_impl") == "cudnn" and (jax.default_backend() != "gpu" or cfg.model.dtype != "bfloat16"):
+    if cfg.model.get("attention_impl") == "cudnn" and cudnn_missing(cfg.model.dtype):
         cfg.model.attention_impl = "xla"  # trained with cuDNN's kernel, used where it cannot run: the same math
     graphdef, abstract_params, _ = tasks.abstract_model(cfg)
     step, params, _, _ = checkpoint.restore(directory, abstract_params)

@@ -21,6 +21,16 @@ JSON_FILE = "tokenizer.json"
 PAD, EOS, UNK = 0, 1, 2
 
 
+def kept_ids(ids: Sequence[int], vocab_size: int) -> list[int]:
+    """The ids a decode turns into text: up to the first eos, pads dropped, and ids past the last
+    piece dropped (a model's embedding table is often padded beyond its tokenizer: T5's has 32,128
+    rows for 32,100 pieces, and an untrained or random model may pick those rows)."""
+    ids = [int(i) for i in ids]
+    if EOS in ids:
+        ids = ids[:ids.index(EOS)]
+    return [i for i in ids if i != PAD and 0 <= i < vocab_size]
+
+
 class SentencePieceTokenizer:
     pad_id, eos_id, unk_id = PAD, EOS, UNK
 
@@ -75,15 +85,8 @@ class SentencePieceTokenizer:
         return i
 
     def decode(self, ids: Sequence[int]) -> str:
-        """The text of ids up to the first eos, pads dropped.
-
-        Ids past the last piece are dropped too: a model's embedding table is often padded beyond its
-        tokenizer (T5's has 32,128 rows for 32,100 pieces), and an untrained or random model may pick those rows.
-        """
-        ids = [int(i) for i in ids]
-        if EOS in ids:
-            ids = ids[:ids.index(EOS)]
-        return self.sp.decode([i for i in ids if i != PAD and 0 <= i < self.vocab_size])
+        """The text of kept_ids(ids): up to the first eos, without pads or ids past the last piece."""
+        return self.sp.decode(kept_ids(ids, self.vocab_size))
 
 
 class TokenizerJsonT5:
@@ -132,10 +135,7 @@ class TokenizerJsonT5:
 
     def decode(self, ids: Sequence[int]) -> str:
         """As SentencePieceTokenizer.decode; sentinels stay in the text."""
-        ids = [int(i) for i in ids]
-        if EOS in ids:
-            ids = ids[:ids.index(EOS)]
-        return self.tk.decode([i for i in ids if i != PAD and 0 <= i < self.vocab_size], skip_special_tokens=False)
+        return self.tk.decode(kept_ids(ids, self.vocab_size), skip_special_tokens=False)
 
 
 T5Vocabulary = SentencePieceTokenizer | TokenizerJsonT5

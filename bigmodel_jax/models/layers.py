@@ -150,6 +150,17 @@ ATTENTION_IMPLS = ("plain", "xla", "cudnn")
 CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
+def cudnn_missing(dtype: Any) -> str:
+    """Why attention_impl="cudnn" cannot run in this process with this compute dtype ("" when it can):
+    the config refuses it with this reason, and a model trained with it loads as "xla" instead."""
+    if jax.default_backend() != "gpu":
+        return (f"cuDNN's fused attention needs a GPU (this backend is {jax.default_backend()!r}); "
+                "use 'xla' or 'plain' off GPU")
+    if jnp.dtype(dtype) not in CUDNN_DTYPES:
+        return f"cuDNN's fused attention has no {jnp.dtype(dtype).name} kernel: set model.dtype=bfloat16, or use 'xla'"
+    return ""
+
+
 class Attention(nnx.Module):
     """Multi-head attention with optional grouped-query heads, RoPE and a KV cache.
 
