@@ -6,8 +6,11 @@ from its own first real token, and a key mask hides the padding: transformers' `
 same with an attention mask, so batched results equal one-prompt-at-a-time results.
 
 Compiled shapes are bucketed, so a new prompt length does not recompile: P is the prompt length
-rounded up to a power of two (at least 16), the cache holds S = the power of two covering P + the
-new tokens, at most the model's context. Sampling knobs that are plain numbers (temperature, top-p
+rounded up to a power of two (at least 16), and a row may hold S = the power of two covering P + the
+new tokens, at most the model's context. The KV cache itself grows: it starts with room for P plus
+min(new tokens, P) (rounded up to a sixteenth of a power of two), and doubles, up to S, when
+decoding fills it; each decode step attends over the cache as it is, so a step's cost follows the
+tokens written, not the longest generation the context allows. Sampling knobs that are plain numbers (temperature, top-p
 mass, repetition penalty, stop ids) are traced arguments; only switching a filter on or off, or
 top-k's k, compiles another program.
 
@@ -152,6 +155,25 @@ def source_block(source: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarr
     return tokens, mask
 
 
+def slots(n: int, cap: int) -> int:
+    """The KV cache length that holds n tokens: n rounded up to a sixteenth of its power of two (at
+    least 16), at most cap. A 2,048-token prompt plus 33 new tokens gets 2,304 slots, not 4,096."""
+    step = max(16, (1 << (max(n, 1) - 1).bit_length()) // 16)
+    return min(cap, -(-n // step) * step)
+
+
+def _cache_slots(cache: list) -> int:
+    return cache[0]["v"].shape[2]
+
+
+@partial(jax.jit, static_argnames=("size",))
+def _grow(cache: list, *, size: int) -> list:
+    """The cache with empty slots appended up to `size` (keys are [B, H, D, S], values [B, H, S, D])."""
+    def pad(x, axis):
+        return jnp.pad(x, [(0, size - x.shape[axis]) if i == axis else (0, 0) for i in range(x.ndim)])
+    return [{**c, "k": pad(c["k"], 3), "v": pad(c["v"], 2)} for c in cache]
+
+
 def _fresh_cache(model: nnx.Module, batch: int, cache_len: int, dtype: Any, source) -> list:
     """An empty KV cache; for an encoder-decoder (source = (tokens, mask)), the source encoded once
     into each layer's cross-attention keys/values too."""
@@ -172,16 +194,17 @@ def _positions(mask_bt: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0).astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "cache_len", "cache_dtype", "program"))
+@partial(jax.jit, static_argnames=("graphdef", "cache_len", "size", "cache_dtype", "program"))
 def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, stops, pad_id, source, *,
-             cache_len: int, cache_dtype: Any, program: tuple):
-    """Runs the prompt block through the model into a fresh cache and samples one token per row."""
+             cache_len: int, size: int, cache_dtype: Any, program: tuple):
+    """Runs the prompt block through the model into a fresh cache of `size` slots and samples one
+    token per row; the token and mask rows hold cache_len (the most the cache may grow to)."""
     model = _merge(graphdef, params)
     b, p = tokens_bp.shape
     tokens = jnp.zeros((b, cache_len), jnp.int32).at[:, :p].set(tokens_bp)
     mask = jnp.zeros((b, cache_len), bool).at[:, :p].set(mask_bp)
     positions = _positions(mask_bp)
-    x, cache = model.hidden(tokens_bp, cache=_fresh_cache(model, b, cache_len, cache_dtype, source), prefill=True,
+    x, cache = model.hidden(tokens_bp, cache=_fresh_cache(model, b, size, cache_dtype, source), prefill=True,
                             positions_bt=positions, mask_bs=mask)
     seen = None
     if program[3]:
@@ -200,12 +223,12 @@ def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, st
 @partial(jax.jit, static_argnames=("graphdef", "program"), donate_argnames=("state",))
 def _decode(graphdef, params, state, limit, key, knobs, stops, pad_id, *, program: tuple):
     """Feeds the newest token of each row and samples the next, until `limit` tokens exist in
-    total, every row is done, or the cache is full."""
+    total, every row is done, or the cache is full (stream then grows it or starts a window)."""
     model = _merge(graphdef, params)
-    b, cache_len = state["tokens"].shape
+    b, size = state["tokens"].shape[0], _cache_slots(state["cache"])
 
     def cond(s):
-        return (s["count"] < limit) & ~jnp.all(s["done"]) & (s["index"] + 1 < cache_len)
+        return (s["count"] < limit) & ~jnp.all(s["done"]) & (s["index"] + 1 < size)
 
     def body(s):
         i = s["index"]
@@ -265,8 +288,10 @@ def stream(model: nnx.Module, prompts, max_new_tokens: int, *, sampling: Samplin
     key, knobs, stops, program = jax.random.PRNGKey(seed), sampling.knobs, _stop_array(stop_tokens), sampling.program
     pad = jnp.asarray(pad_id, jnp.int32)
     cache_dtype = cache_dtype or model.dtype
+    size = slots(plen + min(max_new_tokens, plen), cache_len)
     state = _prefill(graphdef, params, tokens, mask, jnp.zeros(len(prompts), bool), jnp.asarray(0, jnp.int32), key,
-                     knobs, stops, pad, source, cache_len=cache_len, cache_dtype=cache_dtype, program=program)
+                     knobs, stops, pad, source, cache_len=cache_len, size=size, cache_dtype=cache_dtype,
+                     program=program)
     shown, stopped, stops_set = plen - 1, [False] * len(prompts), set(stop_tokens)
     step = max_new_tokens if chunk is None else chunk
     while True:  # the first yield is the prefill's token alone: time to first token
@@ -285,10 +310,13 @@ def stream(model: nnx.Module, prompts, max_new_tokens: int, *, sampling: Samplin
             window = max_len // 2
             tokens_w = state["tokens"][:, index + 1 - window: index + 1]
             mask_w = state["mask"].at[:, index].set(True)[:, index + 1 - window: index + 1]
+            size = slots(window + min(max_new_tokens - count, window), cache_len)
             state = _prefill(graphdef, params, tokens_w, mask_w, state["done"], state["count"], key, knobs, stops,
-                             pad, source, cache_len=cache_len, cache_dtype=cache_dtype, program=program)
+                             pad, source, cache_len=cache_len, size=size, cache_dtype=cache_dtype, program=program)
             shown = window - 1
         else:
+            if index + 1 >= _cache_slots(state["cache"]):  # the cache is full, the context is not
+                state["cache"] = _grow(state["cache"], size=min(cache_len, 2 * _cache_slots(state["cache"])))
             state = _decode(graphdef, params, state, jnp.asarray(min(count + step, max_new_tokens), jnp.int32),
                             key, knobs, stops, pad, program=program)
 
@@ -410,7 +438,8 @@ def beam_search(model: nnx.Module, prompts, max_new_tokens: int, *, num_beams: i
     if longest + max_new_tokens > max_len:
         raise ValueError(f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's "
                          f"context ({max_len}); shorten one (beam search does not slide its window)")
-    plen, cache_len = _shapes(longest, max_new_tokens, max_len)
+    plen, _ = _shapes(longest, max_new_tokens, max_len)
+    cache_len = slots(plen + max_new_tokens, max_len)  # beam search's cache does not grow
     tokens, mask = left_pad(prompts, plen, pad_id)
     graphdef, params = _split(model)
     finished, scores, lengths = _beam_search(

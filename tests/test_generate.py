@@ -41,6 +41,41 @@ def test_batched_kv_cache_greedy_equals_recomputation(model):
     assert generate(model, PROMPTS, 12, sampling=Sampling(greedy=True), cache_dtype=jnp.bfloat16) == out
 
 
+def test_the_cache_grows_with_the_tokens_and_decodes_the_same(model, monkeypatch):
+    """A short prompt's cache starts small and doubles as decoding fills it (each step attends over
+    the slots that exist, not the whole context); the tokens still equal recomputation."""
+    sizes, grow = [], gen._grow
+
+    def recording_grow(cache, *, size):
+        sizes.append((gen._cache_slots(cache), size))
+        return grow(cache, size=size)
+
+    monkeypatch.setattr(gen, "_grow", recording_grow)
+    prompts = [[1, 2, 3], [4]]
+    out = generate(model, prompts, 40, sampling=Sampling(greedy=True))
+    assert sizes == [(32, 64)]  # prompt block 16 + room for 16 new tokens, then the whole 64-slot context
+    assert out == [recompute_greedy(model, p, 40) for p in prompts]
+    assert [gen.slots(n, 1 << 20) for n in (1, 17, 33, 300, 2081)] == [16, 32, 48, 320, 2304]
+
+
+def test_a_batch_one_decode_step_copies_no_cache():
+    """Batch 1 with grouped-query heads (size-1 dims) is the case where XLA:CPU used to copy the
+    whole KV cache several times per layer per decoded token; the compiled loop has no such copy."""
+    model = GPT(gpt_cfg(**VARIANTS["llama"], max_len=256), rngs=nnx.Rngs(0))
+    greedy = Sampling(greedy=True)
+    graphdef, params = gen._split(model)
+    tokens, mask = gen.left_pad([[5, 6, 7]], 16, 0)
+    key, stops, pad = jax.random.PRNGKey(0), gen._stop_array(()), jnp.asarray(0, jnp.int32)
+    state = gen._prefill(graphdef, params, tokens, mask, jnp.zeros(1, bool), jnp.asarray(0, jnp.int32), key,
+                         greedy.knobs, stops, pad, None, cache_len=256, size=160, cache_dtype=jnp.float32,
+                         program=greedy.program)
+    hlo = gen._decode.lower(graphdef, params, state, jnp.asarray(100, jnp.int32), key, greedy.knobs, stops, pad,
+                            program=greedy.program).compile().as_text()
+    cache_shapes = {str(tuple(x.shape)).replace(" ", "")[1:-1] for c in state["cache"] for x in c.values()}
+    copies = [line for line in hlo.splitlines() if " copy(" in line and any(f"[{s}]" in line for s in cache_shapes)]
+    assert len(cache_shapes) == 2 and not copies, copies[:4]
+
+
 def test_cached_logits_equal_full_forward(model):
     """Prefill a left-padded batch, then decode step by step: each step's logits equal the full
     forward pass over that row's unpadded sequence."""

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import (DTYPES, GATED, MLP, Attention, Embed, KVCache, Norm, gathered, matmul, param,
-                                       remat_table)
+from bigmodel_jax.models.layers import (DTYPES, GATED, MLP, Attention, Embed, KVCache, Norm, gathered, init_kv_cache,
+                                       matmul, param, remat_table)
 from bigmodel_jax.sharding import constrain
 
 ARCH_KEYS = ("num_layers", "num_decoder_layers", "width", "num_heads", "head_dim", "mlp_dim", "activation",
@@ -197,7 +197,7 @@ class EncoderDecoder(nnx.Module):
         start = 0 if prefill or cache is None else cache_index
         if positions_bt is None:
             positions_bt = jnp.broadcast_to(start + jnp.arange(t), (b, t))
-        keys = t if cache is None or prefill else cache[0]["k"].shape[2]
+        keys = t if cache is None or prefill else cache[0]["v"].shape[2]
         if mask_bs is None:
             key_pos = jnp.arange(keys)[None]
         else:
@@ -235,12 +235,12 @@ class EncoderDecoder(nnx.Module):
         cfg, dtype = self.cfg, dtype or self.dtype
         tokens_bs, mask_bs = source
         encoded = self.encode(tokens_bs, mask_bs)
-        shape = (batch, cfg.num_heads, max_len or cfg.max_len, cfg.head_dim)
+        slots = max_len or cfg.max_len
         caches = []
-        for layer in self.decoder:
+        for layer, self_kv in zip(self.decoder, init_kv_cache(batch, len(self.decoder), cfg.num_heads, slots,
+                                                               cfg.head_dim, dtype)):
             kv = layer.cross.keys_values(encoded, dtype)
-            caches.append({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "ck": kv["k"], "cv": kv["v"],
-                           "source_mask": mask_bs})
+            caches.append({**self_kv, "ck": kv["k"], "cv": kv["v"], "source_mask": mask_bs})
         return caches
 
 

@@ -21,7 +21,9 @@ from jax.ad_checkpoint import checkpoint_name
 from bigmodel_jax.sharding import constrain
 
 Array = jax.Array
-KVCache = dict[str, Array]  # {"k": [B, Hkv, S, D], "v": [B, Hkv, S, D]}
+# The KV cache stores keys transposed, [B, Hkv, D, S], so a decode step's scores stream along the slots
+# (Attention._attend_plain says why decoding reads the cache the way it does).
+KVCache = dict[str, Array]  # {"k": [B, Hkv, D, S], "v": [B, Hkv, S, D]}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config.model.dtype -> the compute dtype
 
 
@@ -226,11 +228,12 @@ class Attention(nnx.Module):
             return self.out(y_btd), cache
         q, k, v = self._project_qkv(x_btd, positions_bt)
         start = 0 if prefill else cache_index
+        from_cache = cache is not None and not prefill
         if cache is not None:
             cache = self._update_cache(cache, k, v, start)
-            if not prefill:
+            if from_cache:
                 k, v = cache["k"].astype(self.dtype), cache["v"].astype(self.dtype)
-        y_btd = self._attend(q, k, v, start, mask_bts, rngs, bias_bhts)
+        y_btd = self._attend(q, k, v, start, mask_bts, rngs, bias_bhts, cached=from_cache)
         return self.out(y_btd), cache
 
     def keys_values(self, x_bsd: Array, dtype: Any = None) -> KVCache:
@@ -249,21 +252,25 @@ class Attention(nnx.Module):
 
     @staticmethod
     def _update_cache(cache: KVCache, k: Array, v: Array, start: Array | int) -> KVCache:
-        """The cache with k, v written into slots start..start+T-1 (in place when donated)."""
-        return {name: jax.lax.dynamic_update_slice(cache[name], x.astype(cache[name].dtype), (0, 0, start, 0))
-                for name, x in (("k", k), ("v", v))}
+        """The cache with k, v [B, Hkv, T, hd] written into slots start..start+T-1 (in place when donated)."""
+        return {"k": jax.lax.dynamic_update_slice(cache["k"], k.transpose(0, 1, 3, 2).astype(cache["k"].dtype),
+                                                  (0, 0, 0, start)),
+                "v": jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, start, 0))}
 
     def _attend(self, q: Array, k: Array, v: Array, start: Array | int, mask_bts: Array | None,
-                rngs: nnx.Rngs | None, bias_bhts: Array | None = None) -> Array:
+                rngs: nnx.Rngs | None, bias_bhts: Array | None = None, cached: bool = False) -> Array:
         """softmax(q kᵀ · scale + bias) v, the T queries sitting at slots start..start+T-1 of the S
-        keys; grouped-query heads share each K/V head without copying it. Returns [B, T, H·hd]."""
+        keys; grouped-query heads share each K/V head without copying it. Returns [B, T, H·hd].
+        k is [B, Hkv, S, hd]; cached: k and v are a KV cache being decoded from (k [B, Hkv, hd, S])."""
+        if cached and self.attention_impl != "plain":
+            k, cached = k.transpose(0, 1, 3, 2), False
         # jax.nn.dot_product_attention has no dropout on the attention probabilities, so a training
         # call with dropout > 0 takes the plain path (same math, plus the dropout). Refusing the
         # combination at construction instead would also forbid the fused kernels in evaluation and
         # sampling of every model trained with dropout (its config keeps the rate: BERT, ViT and T5
         # default to 0.1). Training itself gets the fused kernel with model.dropout=0.
         if self.attention_impl == "plain" or (rngs is not None and self.attn_dropout.rate > 0):
-            y = self._attend_plain(q, k, v, start, mask_bts, rngs, bias_bhts)
+            y = self._attend_plain(q, k, v, start, mask_bts, rngs, bias_bhts, cached)
         else:
             y = self._attend_fused(q, k, v, start, mask_bts, bias_bhts)
         return constrain(y.astype(self.dtype), ("batch", None, "act_heads"))
@@ -281,15 +288,24 @@ class Attention(nnx.Module):
         return allowed
 
     def _attend_plain(self, q: Array, k: Array, v: Array, start: Array | int, mask_bts: Array | None,
-                      rngs: nnx.Rngs | None, bias_bhts: Array | None) -> Array:
+                      rngs: nnx.Rngs | None, bias_bhts: Array | None, cached: bool = False) -> Array:
         b, _, t, _ = q.shape
-        s = k.shape[2]
+        s = v.shape[2]
         allowed = self._allowed(t, s, start, mask_bts, self.causal)
         groups = self.num_heads // self.num_kv_heads
         q = q.reshape(b, self.num_kv_heads, groups, t, self.head_dim)
         if self.scale != 1.0:
             q = q * self.scale
-        scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+        # Decoding reads the cache that this step's dynamic_update_slice just wrote. Fed to a dot,
+        # XLA:CPU duplicates that update into the dot's operand fusion whenever a batch or head dim
+        # is 1, and each copy of the in-place update then needs the whole cache copied: for
+        # SmolLM2 at batch 1, 240 cache-sized copies per decoded token, and per-token time grew
+        # 2.7x from a 32- to a 2,048-token prompt. Multiply-and-sum, which reads the cache once
+        # like the dot (a decode step is bandwidth-bound), compiles with none (docs/speed.md).
+        if cached:
+            scores = jnp.sum(q[..., None].astype(jnp.float32) * k[:, :, None, None].astype(jnp.float32), axis=-2)
+        else:
+            scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
         scores = scores.reshape(b, self.num_heads, t, s)
         if bias_bhts is not None:
             scores = scores + bias_bhts
@@ -298,7 +314,10 @@ class Attention(nnx.Module):
         probs = jax.nn.softmax(scores, axis=-1)
         probs = self.attn_dropout(probs, deterministic=rngs is None, rngs=rngs)
         probs = probs.astype(self.dtype).reshape(b, self.num_kv_heads, groups, t, s)
-        y = jnp.einsum("bkgts,bksd->bkgtd", probs, v, preferred_element_type=jnp.float32)
+        if cached:
+            y = jnp.sum(probs[..., None].astype(jnp.float32) * v[:, :, None, None].astype(jnp.float32), axis=-2)
+        else:
+            y = jnp.einsum("bkgts,bksd->bkgtd", probs, v, preferred_element_type=jnp.float32)
         return y.reshape(b, self.num_heads, t, self.head_dim).transpose(0, 2, 1, 3).reshape(b, t, -1)
 
     def _attend_fused(self, q: Array, k: Array, v: Array, start: Array | int, mask_bts: Array | None,
@@ -326,8 +345,8 @@ class Attention(nnx.Module):
 
 def init_kv_cache(batch: int, num_layers: int, num_kv_heads: int, max_len: int, head_dim: int,
                   dtype: Any) -> list[KVCache]:
-    shape = (batch, num_kv_heads, max_len, head_dim)
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(num_layers)]
+    return [{"k": jnp.zeros((batch, num_kv_heads, head_dim, max_len), dtype),
+             "v": jnp.zeros((batch, num_kv_heads, max_len, head_dim), dtype)} for _ in range(num_layers)]
 
 
 # ----------------------------------------------------------------------------- MLP and block
