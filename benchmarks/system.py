@@ -208,13 +208,14 @@ def compile_child(size: str, cache_dir: str) -> None:
 
     enable_compilation_cache(cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    size, _, variant = size.partition(":")  # "deep30:scan": with model.scan_layers
     if size == "default":
         cfg = load_config_file(str(CONFIGS / "gpt_char.py"))
         cfg.model.vocab_size = 65
         cfg.parallel.data = 1
     else:
         from benchmarks import train_throughput as tt
-        cfg = tt.our_config(tt.SIZES[size], "bfloat16")
+        cfg = tt.our_config(tt.SIZES[size], "bfloat16", scan=variant == "scan")
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, causal_lm, mesh)
     step = make_train_step(graphdef, causal_lm, tx, schedule, cfg, param_sh, opt_sh, mesh)
@@ -230,20 +231,22 @@ def compile_child(size: str, cache_dir: str) -> None:
     print("COMPILE_RESULT " + json.dumps({"lower_s": t1 - t0, "compile_s": t2 - t1, "shape": shape}), flush=True)
 
 
+def _compile_in_child(size: str, cache: str) -> dict:
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--compile-child", size, "--cache-dir", cache],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    line = [x for x in p.stdout.splitlines() if x.startswith("COMPILE_RESULT ")]
+    if p.returncode or not line:
+        raise RuntimeError(f"compile child failed (rc {p.returncode}): {p.stderr[-800:]}")
+    return json.loads(line[0].split(" ", 1)[1])
+
+
 def section_compile(ctx: Context) -> list[dict]:
     plan = ["default"] if ctx.quick else ["default", "d512", "gpt2s"]
     rows = []
     for size in plan:
         say(f"compile {size}")
         with tempfile.TemporaryDirectory(prefix="jax_cache_", dir=ctx.tmp) as cache:
-            out = []
-            for _ in range(2):  # first: empty cache; second: the same cache
-                p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--compile-child", size,
-                                    "--cache-dir", cache], cwd=ROOT, capture_output=True, text=True, timeout=900)
-                line = [x for x in p.stdout.splitlines() if x.startswith("COMPILE_RESULT ")]
-                if p.returncode or not line:
-                    raise RuntimeError(f"compile child failed (rc {p.returncode}): {p.stderr[-800:]}")
-                out.append(json.loads(line[0].split(" ", 1)[1]))
+            out = [_compile_in_child(size, cache) for _ in range(2)]  # first: empty cache; second: the same
             files = sum(1 for _ in Path(cache).rglob("*") if _.is_file())
         first, cached = out
         name = "gpt_char default" if size == "default" else f"GPT {size}"
@@ -252,5 +255,32 @@ def section_compile(ctx: Context) -> list[dict]:
                         notes=f"ours: from the persistent cache (train.enable_compilation_cache, threshold 0; "
                               f"{files} cache files); peer: first compile into an empty cache; trace+lower, "
                               f"not cached: {cached['lower_s']:.2f} s / {first['lower_s']:.2f} s"))
+    rows += scan_rows(ctx)
+    return rows
+
+
+def scan_rows(ctx: Context) -> list[dict]:
+    """model.scan_layers: the first compile of a 30-layer train step scanned vs unrolled (fresh
+    processes, empty caches), and what the scan costs per step at d512 (alternating windows)."""
+    from benchmarks import train_throughput as tt
+    rows = []
+    for size in ([] if ctx.quick else ["deep30"]):
+        say(f"compile {size} scanned and unrolled")
+        got = {}
+        for variant in ("scan", "unrolled"):
+            with tempfile.TemporaryDirectory(prefix="jax_cache_", dir=ctx.tmp) as cache:
+                got[variant] = _compile_in_child(f"{size}:{variant}", cache)
+        total = {k: v["lower_s"] + v["compile_s"] for k, v in got.items()}
+        rows.append(row("compile", f"train step trace+lower+compile, GPT {size} ({got['scan']['shape']}): "
+                        "model.scan_layers vs unrolled", total["scan"], total["unrolled"], "s", lower_is_better=True,
+                        notes=f"compile alone {got['scan']['compile_s']:.1f} s vs "
+                              f"{got['unrolled']['compile_s']:.1f} s"))
+    size, steps, repeats = (tt.SIZES["baby"], 3, 1) if ctx.quick else (tt.SIZES["d512"], 5, 3)
+    say("step time scanned vs unrolled")
+    best = alternate({"scan": tt.time_ours(size, "bfloat16", steps, scan=True)[0],
+                      "unrolled": tt.time_ours(size, "bfloat16", steps)[0]}, repeats)
+    rows.append(row("compile", f"train step time, GPT {size[0]}x{size[1]} bf16 B={size[4]} T={size[3]}: "
+                    "model.scan_layers vs unrolled", 1000 * best["scan"], 1000 * best["unrolled"], "ms",
+                    lower_is_better=True, notes="the price of the scan: parameters stacked, gradients unstacked"))
     return rows
 

@@ -35,10 +35,11 @@ SIZES = {
     "char": (6, 192, 6, 128, 32, 80),    # configs/gpt_char.py
     "d512": (6, 512, 8, 256, 8, 8192),   # a small BPE-sized GPT
     "gpt2s": (12, 768, 12, 256, 4, 50257),  # GPT-2 small's shape (shorter sequences, small batch)
+    "deep30": (30, 256, 4, 128, 4, 8192),  # deep and narrow: what model.scan_layers is for (compile time)
 }
 
 
-def our_config(size, dtype, accum=1):
+def our_config(size, dtype, accum=1, scan=False):
     layers, width, heads, seq, batch, vocab = size
     cfg = load_config_file(str(Path(__file__).resolve().parents[1] / "configs" / "gpt_char.py"))
     cfg.model.update(num_layers=layers, width=width, num_heads=heads, mlp_dim=4 * width, max_len=seq,
@@ -46,12 +47,13 @@ def our_config(size, dtype, accum=1):
     cfg.data.seq_len = seq
     cfg.train.batch_size = batch
     cfg.train.grad_accum_steps = accum
+    cfg.model.scan_layers = scan
     cfg.parallel.update(data=1, fsdp=1, tensor=1)
     return cfg
 
 
-def time_ours(size, dtype, steps, accum=1):
-    cfg = our_config(size, dtype, accum)
+def time_ours(size, dtype, steps, accum=1, scan=False):
+    cfg = our_config(size, dtype, accum, scan)
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, causal_lm, mesh)
     step_fn = make_train_step(graphdef, causal_lm, tx, schedule, cfg, param_sh, opt_sh, mesh)

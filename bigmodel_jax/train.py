@@ -164,8 +164,9 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     if meta is None:
         return
     saved = json.loads(meta["config"])["model"]
-    # precision, regularization, remat and the attention kernel may change between runs (same weights)
-    free = ("dtype", "dropout", "drop_path", "remat", "label_smoothing", "attention_impl")
+    # precision, regularization, remat, the attention kernel and layer scanning may change between runs
+    # (the same weights)
+    free = ("dtype", "dropout", "drop_path", "remat", "label_smoothing", "attention_impl", "scan_layers")
     diff = {k: (saved.get(k), v) for k, v in cfg.model.to_dict().items() if k not in free and saved.get(k) != v}
     if diff:
         key = sorted(diff)[0]

@@ -38,6 +38,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         dtype="float32",
         remat="none",  # "full" or "dots_saveable": recompute activations in the backward pass to save memory
         attention_impl="plain",  # "xla" / "cudnn": jax.nn.dot_product_attention (cudnn: GPU flash attention)
+        scan_layers=False,  # True: one lax.scan over the stacked blocks (docs/speed.md: its compile and step cost)
     ))
     c.data = ml_collections.ConfigDict(dict(
         dataset="digits", tfds_dir="~/.cache/bigmodel_jax/tfds",

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import DTYPES, Block, Dense, Embed, Norm, gathered, param
+from bigmodel_jax.models.layers import DTYPES, Block, Dense, Embed, Norm, gathered, param, run_blocks
 # The model values an init_from source fixes (its tensors' shapes and what they compute); the
 # vocabulary comes with the source's tokenizer.
 ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "max_len", "type_vocab_size", "activation", "norm_eps")
@@ -48,8 +48,7 @@ class Bert(nnx.Module):
         x = self.embed_norm(x)
         x = self.embed_dropout(x, deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         mask_bts = None if attention_mask_bt is None else attention_mask_bt[:, None, :].astype(bool)
-        for block in self.blocks:
-            x, _ = block(x, positions_bt, mask_bts=mask_bts, rngs=rngs)
+        x = run_blocks(self.blocks, x, positions_bt, mask_bts, rngs, scan=self.cfg.get("scan_layers", False))
         return x.astype(jnp.float32)
 
     def pool(self, hidden_btd: jax.Array) -> jax.Array:

@@ -11,7 +11,7 @@ from flax import nnx
 
 from bigmodel_jax.sharding import constrain
 from bigmodel_jax.models.layers import (DTYPES, GATED, Block, Embed, KVCache, Norm, gathered, init_kv_cache, matmul,
-                                       param)
+                                       param, run_blocks)
 # The model values an init_from source fixes (the vocabulary comes with the run's tokenizer).
 ARCH_KEYS = ("num_layers", "width", "num_heads", "num_kv_heads", "mlp_dim", "max_len", "positions", "rope_theta",
              "norm", "norm_eps", "activation", "use_bias", "tie_embeddings")
@@ -71,12 +71,14 @@ class GPT(nnx.Module):
         if self.pos_embed is not None:
             x = x + jnp.take(gathered(self.pos_embed), positions_bt, axis=0)
         x = self.embed_dropout(x, deterministic=rngs is None, rngs=rngs).astype(self.dtype)
-        new_cache = [] if cache is not None else None
+        if cache is None:
+            x = run_blocks(self.blocks, x, positions_bt, mask_bts, rngs, scan=self.cfg.get("scan_layers", False))
+            return self.final_norm(x), None
+        new_cache = []
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, positions_bt, mask_bts=mask_bts, cache=None if cache is None else cache[i],
-                                   cache_index=cache_index, prefill=prefill, rngs=rngs)
-            if cache is not None:
-                new_cache.append(layer_cache)
+            x, layer_cache = block(x, positions_bt, mask_bts=mask_bts, cache=cache[i], cache_index=cache_index,
+                                   prefill=prefill, rngs=rngs)
+            new_cache.append(layer_cache)
         return self.final_norm(x), new_cache
 
     def logits(self, x_btd: jax.Array) -> jax.Array:

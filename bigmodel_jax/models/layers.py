@@ -468,3 +468,29 @@ class Block(nnx.Module):
         h = self.mlp(self.mlp_norm(x))
         x = x + drop_path(self.dropout(h, deterministic=det, rngs=rngs), self.drop_path_rate, rngs).astype(x.dtype)
         return x, cache
+
+
+def run_blocks(blocks: nnx.List, x: Array, positions_bt: Array, mask_bts: Array | None = None,
+               rngs: nnx.Rngs | None = None, scan: bool = False) -> Array:
+    """x through every block in order (no KV cache). scan=True (model.scan_layers) runs them as one
+    lax.scan over their parameters stacked along a new leading axis, so XLA traces and optimizes one
+    block instead of L. The parameters stay stored per layer (checkpoints, Hugging Face interop and
+    the optimizer see the same tree either way), so they are stacked (copied) once per call and
+    their gradients unstacked; each layer's dropout draws from its own key split off rngs. On
+    XLA:CPU this does not pay yet: the per-parameter optimizer, clipping and stacking work dominates
+    a deep step's compile time, and the loop costs step time (docs/speed.md has the figures)."""
+    if not scan:
+        for block in blocks:
+            x, _ = block(x, positions_bt, mask_bts=mask_bts, rngs=rngs)
+        return x
+    graphdef = nnx.graphdef(blocks[0])
+    stacked = jax.tree.map(lambda *layers: jnp.stack(layers), *[nnx.state(block) for block in blocks])
+    keys = None if rngs is None else jax.random.split(rngs.dropout(), len(blocks))
+
+    def layer(x, params_and_key):
+        params, key = params_and_key
+        block = nnx.merge(graphdef, params)
+        return block(x, positions_bt, mask_bts=mask_bts, rngs=None if key is None else nnx.Rngs(dropout=key))[0], None
+
+    return jax.lax.scan(layer, x, (stacked, keys))[0]
+

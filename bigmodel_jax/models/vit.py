@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bigmodel_jax.models.layers import DTYPES, Block, Dense, Norm, gathered, param
+from bigmodel_jax.models.layers import DTYPES, Block, Dense, Norm, gathered, param, run_blocks
 # The model values an init_from source fixes. image_size and num_classes may differ: the position
 # embeddings are resampled to the new patch grid and a classifier of another size starts fresh.
 ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "patch_size", "num_channels", "pool", "activation",
@@ -74,8 +74,7 @@ class ViT(nnx.Module):
         x = x + gathered(self.pos_embed)[None]
         x = self.embed_dropout(x, deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         positions_bt = jnp.zeros(x.shape[:2], jnp.int32)  # unused: positions are the embeddings above
-        for block in self.blocks:
-            x, _ = block(x, positions_bt, rngs=rngs)
+        x = run_blocks(self.blocks, x, positions_bt, rngs=rngs, scan=c.get("scan_layers", False))
         return self.final_norm(x)
 
     def __call__(self, images_bhwc: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
