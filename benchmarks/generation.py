@@ -5,7 +5,7 @@ transformers; greedy, no early stop. f32 rows run both in f32; bf16 rows run our
 `load_smollm2("bfloat16")` (weights cast to bf16 once per call, f32 accumulation) and
 transformers with the model cast to bf16 (`.to(torch.bfloat16)`).
 
-    python benchmarks/generation.py [--quick] [--new 64] [--repeats 2]
+    python benchmarks/generation.py [--quick] [--new 64] [--repeats 2] [--decode-only]
 
 Rows: generated tokens/s (prefill included, as a user waits for it) for batch 1 and 16 with
 prompts of 32 and 512 tokens of Shakespeare; then the per-token decode time as the prompt grows
@@ -56,7 +56,7 @@ def _best(fn, repeats: int) -> float:
 
 
 def generation_rows(quick: bool = False, new_tokens: int | None = None, repeats: int | None = None,
-                    cache_dtype=None) -> list[dict]:
+                    cache_dtype=None, decode_only: bool = False) -> list[dict]:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -131,13 +131,13 @@ def generation_rows(quick: bool = False, new_tokens: int | None = None, repeats:
         return min(o), min(t)
 
     rows = []
-    shapes = [(1, 32), (16, 32)] if quick else [(1, 32), (1, 512), (16, 32), (16, 512)]
+    shapes = [] if decode_only else [(1, 32), (16, 32)] if quick else [(1, 32), (1, 512), (16, 32), (16, 512)]
     for batch, plen in shapes:
         prompts = _prompts(tokenizer, batch, plen)
         o, t = timed_pair(ours_fn(prompts, new), theirs_fn(prompts, new))
         rows.append(_row(f"SmolLM2-135M f32 greedy, batch {batch}, prompt {plen}, {new} new tokens",
                          batch * new / o, batch * new / t, "tok/s", "prefill included"))
-    for batch, plen in ([] if quick else [(1, 32), (16, 32), (16, 512)]):
+    for batch, plen in ([] if quick or decode_only else [(1, 32), (16, 32), (16, 512)]):
         prompts = _prompts(tokenizer, batch, plen)
         o, t = timed_pair(ours_fn(prompts, new, bf16=True), theirs_fn(prompts, new, bf16=True))
         rows.append(_row(f"SmolLM2-135M bf16 greedy, batch {batch}, prompt {plen}, {new} new tokens",
@@ -158,9 +158,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--new", type=int, default=None, help="new tokens per row (default 64; quick 8)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--decode-only", action="store_true", help="only the per-token decode rows (prompts 32-2,048)")
     args = p.parse_args(argv)
     from benchmarks.common import table
-    print(table(generation_rows(args.quick, args.new, args.repeats)))
+    print(table(generation_rows(args.quick, args.new, args.repeats, decode_only=args.decode_only)))
     return 0
 
 

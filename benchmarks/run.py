@@ -12,12 +12,14 @@ Sections (--only takes any of them, comma-separated):
               benchmarks/train_throughput.py).
   train_bert  the same for BERT masked-LM vs BertForMaskedLM (benchmarks/bert_throughput.py).
   train_t5    the same for the T5 encoder-decoder vs T5ForConditionalGeneration (benchmarks/t5_throughput.py).
+  train_vit   the same for ViT image classification vs ViTForImageClassification (benchmarks/vit_throughput.py).
   pipeline    examples/s of the grain input pipeline the trainer iterates vs examples/s its train
               step consumes, and the training loop fed by the pipeline vs by a fixed batch.
   checkpoint  async Orbax checkpoints (checkpoint.Checkpointer): cost per save and share of step
               time, and the blocking time of save(); peer: the same saves made synchronous.
   compile     XLA compile time of the train step from the persistent compilation cache vs the first
-              compile (two subprocesses sharing an empty temporary cache folder).
+              compile (two subprocesses sharing an empty temporary cache folder); a 30-layer step's
+              first compile with model.scan_layers vs unrolled, and the scan's step time at d512.
   generate    benchmarks/generation.py's generation_rows(quick), when that module is there.
 
 Method: every timed thing gets a warm-up (compile included) first; ours and the peer then run in
@@ -56,7 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("peak", "train_gpt", "train_bert", "train_t5", "pipeline", "checkpoint", "compile", "generate")
+SECTIONS = ("peak", "train_gpt", "train_bert", "train_t5", "train_vit", "pipeline", "checkpoint", "compile",
+            "generate")
 
 from benchmarks.common import CONFIGS, Context, row, say, short, table  # noqa: E402
 from benchmarks.system import compile_child, section_checkpoint, section_compile, section_pipeline  # noqa: E402
@@ -175,6 +178,23 @@ def section_train_t5(ctx: Context) -> list[dict]:
     return rows
 
 
+def section_train_vit(ctx: Context) -> list[dict]:
+    from benchmarks import vit_throughput as vt
+
+    size, steps, repeats = ("quick", 2, 1) if ctx.quick else ("small", 3, 3)
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        say(f"train_vit {size} {dtype}")
+        r = vt.measure(size, dtype, steps, repeats)
+        peak, fpt = ctx.peak(dtype), r["flops_per_token"]
+        rows.append(row("train_vit", f"ViT {r['shape']} {short(dtype)}, train", r["ours"], r["torch"], "tok/s",
+                        mfu=(r["ours"] * fpt / peak, r["torch"] * fpt / peak),
+                        notes=f"peer: HF ViTForImageClassification + torch AdamW"
+                              f"{' (autocast bf16)' if dtype == 'bfloat16' else ''}; no dropout; "
+                              f"best step of {repeats}x{steps}"))
+    return rows
+
+
 def section_generate(ctx: Context) -> list[dict]:
     # benchmarks/generation.py: generation_rows(quick) -> list of row dicts
     # (the format at the top of this file): generation tokens/s vs transformers generate on SmolLM2,
@@ -190,7 +210,7 @@ def section_generate(ctx: Context) -> list[dict]:
 
 
 RUNNERS = {"peak": section_peak, "train_gpt": section_train_gpt, "train_bert": section_train_bert,
-           "train_t5": section_train_t5,
+           "train_t5": section_train_t5, "train_vit": section_train_vit,
            "pipeline": section_pipeline, "checkpoint": section_checkpoint, "compile": section_compile,
            "generate": section_generate}
 
