@@ -23,19 +23,17 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import alternate, step_timer  # noqa: E402
-from bigmodel_jax import metrics, sharding  # noqa: E402
+from benchmarks.common import alternate, torch_step_timer, trainer_step_timer  # noqa: E402
+from bigmodel_jax import metrics  # noqa: E402
 from bigmodel_jax.config import apply_overrides, load_config_file  # noqa: E402
 from bigmodel_jax.tasks import mlm  # noqa: E402
-from bigmodel_jax.train import enable_compilation_cache, init_state, make_train_step  # noqa: E402
+from bigmodel_jax.train import enable_compilation_cache  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "bert_mlm.py"
 # name: overrides of configs/bert_mlm.py
@@ -70,58 +68,26 @@ def head_on_all_positions(batch: dict) -> dict:
 
 
 def time_ours(cfg, batch: dict, steps: int, warmup: int):
-    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, mlm, mesh)
-    step_fn = make_train_step(graphdef, mlm, tx, schedule, cfg, param_sh, opt_sh, mesh)
-    batch = sharding.put_batch(batch, mesh)
-    step = 0
-
-    def run(n):
-        nonlocal params, opt_state, step
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            params, opt_state, m = step_fn(params, opt_state, batch, jnp.int32(step))
-            jax.block_until_ready(m)
-            times.append(time.perf_counter() - t0)
-            step += 1
-        return times
-
-    run(warmup)  # compile + warm-up
-    return lambda: run(steps)  # -> seconds of each step
+    return trainer_step_timer(cfg, mlm, batch, steps, warmup)
 
 
 def time_torch(cfg, batch: dict, steps: int, warmup: int):
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    m, o = cfg.model, cfg.optim
+    m = cfg.model
     torch.manual_seed(0)
     hf = BertForMaskedLM(BertConfig(
         vocab_size=m.vocab_size, hidden_size=m.width, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
         intermediate_size=m.mlp_dim, max_position_embeddings=m.max_len, type_vocab_size=m.type_vocab_size,
         hidden_act={"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}[m.activation], layer_norm_eps=m.norm_eps,
         hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.dropout))
-    hf.train()
-    # as optim.decay_mask: weight decay on matrices only
-    decay = [p for p in hf.parameters() if p.ndim >= 2]
-    no_decay = [p for p in hf.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
     ids = torch.from_numpy(batch["input_ids"]).long()
     labels = torch.full_like(ids, -100)
     labels.scatter_(1, torch.from_numpy(batch["masked_positions"]).long(),
                     torch.from_numpy(batch["masked_labels"]).long())
-
-    def one_step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=m.dtype == "bfloat16"):
-            loss = hf(input_ids=ids, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), o.clip_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step_timer(one_step, steps, warmup)
+    return torch_step_timer(hf, cfg.optim, lambda: hf(input_ids=ids, labels=labels).loss, m.dtype == "bfloat16",
+                            steps, warmup)
 
 
 def measure(cfg, batch: dict, steps: int, repeats: int, warmup: int, all_positions: bool = True) -> dict:

@@ -66,6 +66,52 @@ def step_timer(one_step, steps: int, warmup: int):
     return lambda: run(steps)
 
 
+def trainer_step_timer(cfg, task, batch: dict, steps: int, warmup: int):
+    """step_timer over the trainer's own jitted step (train.init_state + make_train_step) of `task`
+    on one device, the batch fixed."""
+    import jax
+    import jax.numpy as jnp
+    from bigmodel_jax import sharding
+    from bigmodel_jax.train import init_state, make_train_step
+
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, task, mesh)
+    step_fn = make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)
+    batch = sharding.put_batch(batch, mesh)
+    state = {"params": params, "opt": opt_state, "step": 0}
+
+    def one_step():
+        state["params"], state["opt"], m = step_fn(state["params"], state["opt"], batch, jnp.int32(state["step"]))
+        jax.block_until_ready(m)
+        state["step"] += 1
+
+    return step_timer(one_step, steps, warmup)
+
+
+def torch_step_timer(model, optim_cfg, loss_fn, bf16: bool, steps: int, warmup: int):
+    """step_timer over a transformers model's train step as our trainer takes it: AdamW with weight
+    decay on matrices only (optim.decay_mask), loss_fn() under CPU autocast when bf16, gradient
+    clipping at optim_cfg.clip_norm."""
+    import torch
+
+    o = optim_cfg
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
+    model.train()
+
+    def one_step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step_timer(one_step, steps, warmup)
+
+
 def alternate(fns: dict, repeats: int) -> dict:
     """Calls each fn (-> list of seconds) in turn, `repeats` rounds; the fastest time of each."""
     times = {k: [] for k in fns}

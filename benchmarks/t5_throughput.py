@@ -13,15 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import alternate, step_timer
-from bigmodel_jax import metrics, sharding
+from benchmarks.common import alternate, torch_step_timer, trainer_step_timer
+from bigmodel_jax import metrics
 from bigmodel_jax.config import apply_overrides, load_config_file
 from bigmodel_jax.tasks import seq2seq
-from bigmodel_jax.train import init_state, make_train_step
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "t5_translate.py"
 SIZES = {
@@ -44,50 +41,29 @@ def t5_config(size: str, dtype: str):
 
 
 def time_ours(cfg, batch: dict, steps: int, warmup: int):
-    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, seq2seq, mesh)
-    step_fn = make_train_step(graphdef, seq2seq, tx, schedule, cfg, param_sh, opt_sh, mesh)
-    batch = sharding.put_batch(batch, mesh)
-    state = {"params": params, "opt": opt_state, "step": 0}
-
-    def one_step():
-        state["params"], state["opt"], m = step_fn(state["params"], state["opt"], batch, jnp.int32(state["step"]))
-        jax.block_until_ready(m)
-        state["step"] += 1
-
-    return step_timer(one_step, steps, warmup)
+    return trainer_step_timer(cfg, seq2seq, batch, steps, warmup)
 
 
 def time_torch(cfg, batch: dict, steps: int, warmup: int):
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    m, o = cfg.model, cfg.optim
+    m = cfg.model
     torch.manual_seed(0)
     hf = T5ForConditionalGeneration(T5Config(
         vocab_size=m.vocab_size, d_model=m.width, d_kv=m.head_dim, d_ff=m.mlp_dim, num_layers=m.num_layers,
         num_decoder_layers=m.num_decoder_layers, num_heads=m.num_heads, relative_attention_num_buckets=m.rel_buckets,
         relative_attention_max_distance=m.rel_max_distance, dropout_rate=m.dropout, layer_norm_epsilon=m.norm_eps,
         feed_forward_proj="gated-gelu" if m.activation == "geglu" else "relu", tie_word_embeddings=m.tie_embeddings))
-    hf.train()
-    decay = [p for p in hf.parameters() if p.ndim >= 2]
-    no_decay = [p for p in hf.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
     src, tgt = torch.from_numpy(batch["source"]).long(), torch.from_numpy(batch["target"]).long()
     dec_in = torch.from_numpy(batch["decoder_in"]).long()
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=m.label_smoothing)
+    cross_entropy = torch.nn.CrossEntropyLoss(label_smoothing=m.label_smoothing)
 
-    def one_step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=m.dtype == "bfloat16"):
-            logits = hf(input_ids=src, decoder_input_ids=dec_in).logits
-        loss = loss_fn(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), o.clip_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def loss_fn():  # autocast runs the cross-entropy in f32
+        logits = hf(input_ids=src, decoder_input_ids=dec_in).logits
+        return cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1))
 
-    return step_timer(one_step, steps, warmup)
+    return torch_step_timer(hf, cfg.optim, loss_fn, m.dtype == "bfloat16", steps, warmup)
 
 
 def measure(cfg, batch: dict, steps: int, repeats: int, warmup: int = 2) -> dict:

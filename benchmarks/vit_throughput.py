@@ -18,17 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import alternate, step_timer  # noqa: E402
-from bigmodel_jax import metrics, sharding  # noqa: E402
+from benchmarks.common import alternate, torch_step_timer, trainer_step_timer  # noqa: E402
+from bigmodel_jax import metrics  # noqa: E402
 from bigmodel_jax.config import apply_overrides, load_config_file  # noqa: E402
 from bigmodel_jax.models import vit  # noqa: E402
 from bigmodel_jax.tasks import image_classify  # noqa: E402
-from bigmodel_jax.train import init_state, make_train_step  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vit_digits.py"
 # name: (image size, patch, channels, layers, width, heads, mlp, batch, classes)
@@ -55,48 +52,24 @@ def make_batch(cfg) -> dict:
 
 
 def time_ours(cfg, batch: dict, steps: int, warmup: int):
-    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, image_classify, mesh)
-    step_fn = make_train_step(graphdef, image_classify, tx, schedule, cfg, param_sh, opt_sh, mesh)
-    batch = sharding.put_batch(batch, mesh)
-    state = {"params": params, "opt": opt_state, "step": 0}
-
-    def one_step():
-        state["params"], state["opt"], m = step_fn(state["params"], state["opt"], batch, jnp.int32(state["step"]))
-        jax.block_until_ready(m)
-        state["step"] += 1
-
-    return step_timer(one_step, steps, warmup)
+    return trainer_step_timer(cfg, image_classify, batch, steps, warmup)
 
 
 def time_torch(cfg, batch: dict, steps: int, warmup: int):
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
-    m, o = cfg.model, cfg.optim
+    m = cfg.model
     torch.manual_seed(0)
     hf = ViTForImageClassification(ViTConfig(
         image_size=m.image_size, patch_size=m.patch_size, num_channels=m.num_channels, hidden_size=m.width,
         num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads, intermediate_size=m.mlp_dim,
         hidden_act="gelu", layer_norm_eps=m.norm_eps, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         num_labels=m.num_classes))
-    hf.train()
-    decay = [p for p in hf.parameters() if p.ndim >= 2]  # as optim.decay_mask: matrices only
-    no_decay = [p for p in hf.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=(o.b1, o.b2), eps=o.eps)
     pixels = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(batch["label"]).long()
-
-    def one_step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=m.dtype == "bfloat16"):
-            loss = hf(pixel_values=pixels, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), o.clip_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step_timer(one_step, steps, warmup)
+    return torch_step_timer(hf, cfg.optim, lambda: hf(pixel_values=pixels, labels=labels).loss,
+                            m.dtype == "bfloat16", steps, warmup)
 
 
 def measure(size: str, dtype: str, steps: int, repeats: int, warmup: int = 2) -> dict:

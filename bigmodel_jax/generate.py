@@ -10,9 +10,9 @@ rounded up to a power of two (at least 16), and a row may hold S = the power of 
 new tokens, at most the model's context. The KV cache itself grows: it starts with room for P plus
 min(new tokens, P) (rounded up to a sixteenth of a power of two), and doubles, up to S, when
 decoding fills it; each decode step attends over the cache as it is, so a step's cost follows the
-tokens written, not the longest generation the context allows. Sampling knobs that are plain numbers (temperature, top-p
-mass, repetition penalty, stop ids) are traced arguments; only switching a filter on or off, or
-top-k's k, compiles another program.
+tokens written, not the longest generation the context allows. Sampling knobs that are plain
+numbers (temperature, top-p mass, repetition penalty, stop ids) are traced arguments; only
+switching a filter on or off, or top-k's k, compiles another program.
 
 The decode loop is a `lax.while_loop` that stops once every row has emitted a stop token. It runs
 in chunks of steps (`stream`), so a caller can print tokens as they come; random draws are keyed by
