@@ -1,6 +1,7 @@
 """model.scan_layers: one lax.scan over the stacked blocks computes what the unrolled loop does,
 outputs and every gradient, for GPT (GPT-2 and Llama shapes, padded rows, with remat), BERT and
-ViT; with dropout it draws per-layer keys and stays reproducible. The weights are the same
+ViT; with dropout it draws per-layer keys and stays reproducible; blocks that differ (ViT's
+per-block stochastic depth) are refused rather than scanned as the first one. The weights are the same
 parameters either way, so a run may switch the option between resumes."""
 
 import jax
@@ -64,10 +65,29 @@ def test_bert_and_vit_scanned_equal_unrolled():
 
 
 def test_dropout_under_the_scan_draws_per_layer_and_reproduces():
-    _, scanned = _twins(ViT, vit_cfg(num_layers=3, dropout=0.3, drop_path=0.2))
+    _, scanned = _twins(ViT, vit_cfg(num_layers=3, dropout=0.3))
     images = jnp.asarray(np.random.default_rng(3).uniform(-1, 1, (4, 8, 8, 1)), jnp.float32)
     run = nnx.jit(lambda m, key: m.features(images, rngs=nnx.Rngs(dropout=key)))
     a, b, c = (run(scanned, jax.random.key(seed)) for seed in (0, 0, 1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-3  # another seed, other masks
     assert np.abs(np.asarray(a) - np.asarray(scanned.features(images))).max() > 1e-3  # dropout is on in training
+
+
+def test_blocks_that_differ_are_refused_not_scanned_as_the_first():
+    """ViT's stochastic depth gives each block its own rate; one scanned program would give every
+    layer the first block's (0): the config is refused, and so is the model call."""
+    from bigmodel_jax.config import load_config_file
+    from bigmodel_jax.errors import ConfigError
+    from bigmodel_jax.tasks import image_classify
+    from tests.conftest import ROOT
+
+    cfg = load_config_file(str(ROOT / "configs" / "vit_digits.py"))
+    cfg.model.scan_layers = True
+    with pytest.raises(ConfigError, match="model.scan_layers"):
+        image_classify.validate(cfg)
+    cfg.model.drop_path = 0.0
+    image_classify.validate(cfg)
+    model = ViT(vit_cfg(num_layers=3, drop_path=0.2, scan_layers=True), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="drop_path=0"):
+        model.features(jnp.zeros((1, 8, 8, 1)))

@@ -484,6 +484,10 @@ def run_blocks(blocks: nnx.List, x: Array, positions_bt: Array, mask_bts: Array 
             x, _ = block(x, positions_bt, mask_bts=mask_bts, rngs=rngs)
         return x
     graphdef = nnx.graphdef(blocks[0])
+    if any(nnx.graphdef(block) != graphdef for block in blocks[1:]):
+        raise ValueError("model.scan_layers runs one block's program for every layer, and these blocks differ in a "
+                         "static setting (ViT's stochastic depth gives each block its own rate): set "
+                         "model.drop_path=0 or model.scan_layers=False")
     stacked = jax.tree.map(lambda *layers: jnp.stack(layers), *[nnx.state(block) for block in blocks])
     keys = None if rngs is None else jax.random.split(rngs.dropout(), len(blocks))
 

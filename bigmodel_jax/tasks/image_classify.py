@@ -51,6 +51,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError("model.patch_size", m.patch_size, f"must divide model.image_size={m.image_size}")
     if not 0.0 <= m.drop_path < 1.0:
         raise ConfigError("model.drop_path", m.drop_path, "a stochastic-depth rate in [0, 1)")
+    if m.get("scan_layers") and m.drop_path > 0:
+        raise ConfigError("model.scan_layers", True, "stochastic depth gives each block its own rate, which one "
+                          "scanned block cannot: set model.drop_path=0 to scan, or model.scan_layers=False")
     for key in ("aug_shift", "aug_scale"):
         if not 0.0 <= d[key] < 1.0:
             raise ConfigError(f"data.{key}", d[key], "a fraction in [0, 1) (0 = off)")
