@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import alternate  # noqa: E402
-from bigmodel_jax import metrics, sharding  # noqa: E402
+from benchmarks.common import alternate, trainer_step_timer  # noqa: E402
+from bigmodel_jax import metrics  # noqa: E402
 from bigmodel_jax.config import load_config_file  # noqa: E402
 from bigmodel_jax.tasks import causal_lm  # noqa: E402
-from bigmodel_jax.train import init_state, make_train_step  # noqa: E402
 
 # name: (layers, width, heads, seq_len, batch, vocab)
 SIZES = {
@@ -54,27 +52,10 @@ def our_config(size, dtype, accum=1, scan=False):
 
 def time_ours(size, dtype, steps, accum=1, scan=False):
     cfg = our_config(size, dtype, accum, scan)
-    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, causal_lm, mesh)
-    step_fn = make_train_step(graphdef, causal_lm, tx, schedule, cfg, param_sh, opt_sh, mesh)
     rng = np.random.default_rng(0)
     batch = {"inputs": rng.integers(0, size[5], (size[4], size[3])).astype(np.int32)}
     batch["targets"] = np.roll(batch["inputs"], -1, axis=1)
-    batch = sharding.put_batch(batch, mesh)
-    params, opt_state, m = step_fn(params, opt_state, batch, jnp.int32(0))  # compile
-    jax.block_until_ready(m)
-
-    def run():  # -> seconds of each step
-        nonlocal params, opt_state
-        times = []
-        for i in range(steps):
-            t0 = time.perf_counter()
-            params, opt_state, m = step_fn(params, opt_state, batch, jnp.int32(i + 1))
-            jax.block_until_ready(m)
-            times.append(time.perf_counter() - t0)
-        return times
-
-    return run, causal_lm.matmul_params(cfg)
+    return trainer_step_timer(cfg, causal_lm, batch, steps, warmup=1), causal_lm.matmul_params(cfg)
 
 
 def time_torch(size, dtype, steps, compiled: bool = False):

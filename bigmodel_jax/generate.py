@@ -315,8 +315,9 @@ def stream(model: nnx.Module, prompts, max_new_tokens: int, *, sampling: Samplin
                              pad, source, cache_len=cache_len, size=size, cache_dtype=cache_dtype, program=program)
             shown = window - 1
         else:
-            if index + 1 >= _cache_slots(state["cache"]):  # the cache is full, the context is not
-                state["cache"] = _grow(state["cache"], size=min(cache_len, 2 * _cache_slots(state["cache"])))
+            size = _cache_slots(state["cache"])
+            if index + 1 >= size:  # the cache is full, the context is not
+                state["cache"] = _grow(state["cache"], size=min(cache_len, 2 * size))
             state = _decode(graphdef, params, state, jnp.asarray(min(count + step, max_new_tokens), jnp.int32),
                             key, knobs, stops, pad, program=program)
 

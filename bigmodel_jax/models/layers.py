@@ -497,4 +497,3 @@ def run_blocks(blocks: nnx.List, x: Array, positions_bt: Array, mask_bts: Array 
         return block(x, positions_bt, mask_bts=mask_bts, rngs=None if key is None else nnx.Rngs(dropout=key))[0], None
 
     return jax.lax.scan(layer, x, (stacked, keys))[0]
-
