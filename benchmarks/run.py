@@ -1,6 +1,6 @@
 """Every speed figure of the project in one markdown table, each beside its peer measured in the same run.
 
-    python -m benchmarks.run                    # the full run (about 10 min on the 2-core CPU)
+    python -m benchmarks.run                    # the full run (about 40 min on the 2-core CPU)
     python -m benchmarks.run --quick            # tiny sizes, 1-2 repeats: a smoke test (~2-3 min)
     python -m benchmarks.run --only peak,train_gpt --out results.md
 
@@ -42,6 +42,11 @@ Row format (every section returns a list of these dicts; benchmarks/generation.p
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # the same allocator as `python -m bigmodel_jax.train` (fixed when a process starts)
+    from bigmodel_jax import allocator
+
+    allocator.reexec()
 
 import argparse
 import datetime
@@ -232,6 +237,8 @@ def header(torch_threads: int, quick: bool, load: tuple) -> str:
         f"- python {platform.python_version()}, jax {jax.__version__}, torch {torch.__version__} "
         f"({torch_threads} threads{' = cores' if torch_threads == os.cpu_count() else ''}), "
         f"transformers {transformers.__version__}",
+        f"- allocator: {os.environ.get('BIGMODEL_ALLOCATOR_APPLIED', 'system')} (bigmodel_jax/allocator.py; "
+        "torch runs in the same process, under the same one)",
         f"- load average at the start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)"
         + (": the host was busy, figures are noisy (torch stalls badly when its threads outnumber free cores)"
            if load[0] > 0.5 * (os.cpu_count() or 1) else ""),

@@ -189,6 +189,24 @@ def _stop_array(stop_tokens: Sequence[int]) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- prefill and decode
+# The most attention scores (batch x heads x chunk x prompt) one chunk of a prefill may hold, per
+# platform. On XLA:CPU a whole 16 x 512 prompt's scores (150 MB a layer for SmolLM2) stream through
+# memory several times in the softmax; chunks whose scores stay under 32 MB prefill SmolLM2 1.25x
+# faster at 16 x 512 and 1.3-1.4x at 1 x 2,048, and leave 1 x 512 (already under) whole
+# (docs/speed.md). Accelerators are not measured: they prefill whole.
+PREFILL_SCORES = {"cpu": 1 << 23}
+
+
+def prefill_chunk(batch: int, prompt: int, heads: int) -> int:
+    """Tokens per prefill chunk for a [batch, prompt] block: the prompt halved (at least 16 tokens,
+    always dividing it) until a chunk's scores fit PREFILL_SCORES."""
+    budget = PREFILL_SCORES.get(jax.default_backend())
+    chunk = prompt
+    while budget and chunk >= 32 and chunk % 2 == 0 and batch * heads * chunk * prompt > budget:
+        chunk //= 2
+    return chunk
+
+
 def _positions(mask_bt: jax.Array) -> jax.Array:
     """Each row's positions counted from its first real token (pads: 0, as they are masked)."""
     return jnp.maximum(jnp.cumsum(mask_bt, axis=1) - 1, 0).astype(jnp.int32)
@@ -204,8 +222,18 @@ def _prefill(graphdef, params, tokens_bp, mask_bp, done_b, count, key, knobs, st
     tokens = jnp.zeros((b, cache_len), jnp.int32).at[:, :p].set(tokens_bp)
     mask = jnp.zeros((b, cache_len), bool).at[:, :p].set(mask_bp)
     positions = _positions(mask_bp)
-    x, cache = model.hidden(tokens_bp, cache=_fresh_cache(model, b, size, cache_dtype, source), prefill=True,
-                            positions_bt=positions, mask_bs=mask)
+    chunk = prefill_chunk(b, p, model.cfg.num_heads) if source is None else p
+    if chunk == p:
+        x, cache = model.hidden(tokens_bp, cache=_fresh_cache(model, b, size, cache_dtype, source), prefill=True,
+                                positions_bt=positions, mask_bs=mask)
+    else:  # chunks of the prompt attend over a cache of exactly p slots, which then grows to `size`
+        def one_chunk(i, carry):
+            part = partial(jax.lax.dynamic_slice_in_dim, start_index=i * chunk, slice_size=chunk, axis=1)
+            return model.hidden(part(tokens_bp), cache=carry[1], cache_index=i * chunk, positions_bt=part(positions),
+                                mask_bs=mask)
+        x, cache = jax.lax.fori_loop(0, p // chunk, one_chunk, (jnp.zeros((b, chunk, model.cfg.width), jnp.float32),
+                                                                  _fresh_cache(model, b, p, cache_dtype, None)))
+        cache = _grow(cache, size=size)
     seen = None
     if program[3]:
         vocab = model.cfg.vocab_size

@@ -58,6 +58,40 @@ def test_the_cache_grows_with_the_tokens_and_decodes_the_same(model, monkeypatch
     assert [gen.slots(n, 1 << 20) for n in (1, 17, 33, 300, 2081)] == [16, 32, 48, 320, 2304]
 
 
+def test_a_prefill_in_chunks_equals_a_whole_one(model, monkeypatch):
+    """A budget of one attention score splits every prompt block into 16-token chunks: the cache
+    and the first token equal those of a whole-prompt prefill, and greedy decoding still equals
+    recomputation."""
+    prompts = [list(range(1, 30)), [7, 8], list(range(20, 45))]  # a 32-token block: 2 chunks, left padding
+    assert gen.prefill_chunk(3, 32, 4) == 32
+    greedy = Sampling(greedy=True)
+    graphdef, params = gen._split(model)
+    tokens, mask = gen.left_pad(prompts, 32, 0)
+
+    def prefill():
+        return gen._prefill(graphdef, params, tokens, mask, jnp.zeros(3, bool), jnp.asarray(0, jnp.int32),
+                            jax.random.PRNGKey(0), greedy.knobs, gen._stop_array(()), jnp.asarray(0, jnp.int32), None,
+                            cache_len=64, size=48, cache_dtype=jnp.float32, program=greedy.program)
+
+    whole = prefill()
+    monkeypatch.setitem(gen.PREFILL_SCORES, jax.default_backend(), 1)
+    jax.clear_caches()  # the chunk is chosen when _prefill is traced
+    assert gen.prefill_chunk(3, 32, 4) == 16 and gen.prefill_chunk(1, 24, 4) == 24
+    chunked = prefill()
+    assert gen._cache_slots(chunked["cache"]) == 48
+    np.testing.assert_array_equal(chunked["tokens"], whole["tokens"])
+    real = np.zeros((3, 48), bool)
+    real[:, :32] = mask  # a padding slot's entry depends on what its (ignored) query saw: not compared
+    for a, b in zip(chunked["cache"], whole["cache"]):
+        for got, want in ((a["k"].transpose(0, 3, 1, 2), b["k"].transpose(0, 3, 1, 2)),
+                          (a["v"].transpose(0, 2, 1, 3), b["v"].transpose(0, 2, 1, 3))):  # [B, S, H, hd]
+            np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=2e-5, rtol=2e-5)
+            assert not np.asarray(got)[:, 32:].any()
+    assert generate(model, prompts, 8, sampling=greedy) == [recompute_greedy(model, p, 8) for p in prompts]
+    monkeypatch.undo()
+    jax.clear_caches()
+
+
 def test_a_batch_one_decode_step_copies_no_cache():
     """Batch 1 with grouped-query heads (size-1 dims) is the case where XLA:CPU used to copy the
     whole KV cache several times per layer per decoded token; the compiled loop has no such copy."""

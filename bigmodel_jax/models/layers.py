@@ -302,6 +302,8 @@ class Attention(nnx.Module):
         # SmolLM2 at batch 1, 240 cache-sized copies per decoded token, and per-token time grew
         # 2.7x from a 32- to a 2,048-token prompt. Multiply-and-sum, which reads the cache once
         # like the dot (a decode step is bandwidth-bound), compiles with none (docs/speed.md).
+        if cached and t > 1:  # a chunk of a prompt: a dot reads the cache once per chunk, not per token
+            k, cached = k.transpose(0, 1, 3, 2), False
         if cached:
             scores = jnp.sum(q[..., None].astype(jnp.float32) * k[:, :, None, None].astype(jnp.float32), axis=-2)
         else:
