@@ -261,8 +261,9 @@ class Attention(nnx.Module):
                 rngs: nnx.Rngs | None, bias_bhts: Array | None = None, cached: bool = False) -> Array:
         """softmax(q kᵀ · scale + bias) v, the T queries sitting at slots start..start+T-1 of the S
         keys; grouped-query heads share each K/V head without copying it. Returns [B, T, H·hd].
-        k is [B, Hkv, S, hd]; cached: k and v are a KV cache being decoded from (k [B, Hkv, hd, S])."""
-        if cached and self.attention_impl != "plain":
+        k is [B, Hkv, S, hd]; cached: k and v are a KV cache being decoded from (k [B, Hkv, hd, S]).
+        Only a one-token plain decode step reads it in that layout; a prefill chunk reads it by a dot."""
+        if cached and (self.attention_impl != "plain" or q.shape[2] > 1):
             k, cached = k.transpose(0, 1, 3, 2), False
         # jax.nn.dot_product_attention has no dropout on the attention probabilities, so a training
         # call with dropout > 0 takes the plain path (same math, plus the dropout). Refusing the
@@ -302,8 +303,6 @@ class Attention(nnx.Module):
         # SmolLM2 at batch 1, 240 cache-sized copies per decoded token, and per-token time grew
         # 2.7x from a 32- to a 2,048-token prompt. Multiply-and-sum, which reads the cache once
         # like the dot (a decode step is bandwidth-bound), compiles with none (docs/speed.md).
-        if cached and t > 1:  # a chunk of a prompt: a dot reads the cache once per chunk, not per token
-            k, cached = k.transpose(0, 1, 3, 2), False
         if cached:
             scores = jnp.sum(q[..., None].astype(jnp.float32) * k[:, :, None, None].astype(jnp.float32), axis=-2)
         else:
