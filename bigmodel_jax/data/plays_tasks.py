@@ -51,12 +51,18 @@ def paragraphs(scene_text: str) -> Iterator[list[str]]:
 
 
 def plays_speeches(tfds_dir: str | Path, plays_dir: str | Path | None = None) -> list[dict]:
-    """Every speech of the 38 plays in play/scene order: dict(text, speaker, play, genre, act, scene).
-    A speech is the lines under a speaker heading up to the blank line, without whole-line stage
-    directions ('[Aside]'). Not speeches: scene headings, stage-direction paragraphs, and the
-    paragraph that resumes a speech after a stage direction (plain text cannot tell it from one)."""
+    """Every speech of the 38 plays in play/scene order (see speeches_in)."""
+    return speeches_in(load_scenes(tfds_dir, plays_dir))
+
+
+def speeches_in(scenes: list[dict]) -> list[dict]:
+    """The speeches of scenes (dicts with text, play, genre, act, scene), in order: dict(text,
+    speaker, play, genre, act, scene). A speech is the lines under a speaker heading up to the
+    blank line, without whole-line stage directions ('[Aside]'). Not speeches: scene headings,
+    stage-direction paragraphs, and the paragraph that resumes a speech after a stage direction
+    (plain text cannot tell it from one)."""
     speeches = []
-    for scene in load_scenes(tfds_dir, plays_dir):
+    for scene in scenes:
         for lines in paragraphs(scene["text"]):
             words = heading_words(lines[0])
             speech = [line for line in lines[1:] if not STAGE_DIRECTION_LINE.fullmatch(line)]

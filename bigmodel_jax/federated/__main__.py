@@ -1,0 +1,5 @@
+import sys
+
+from bigmodel_jax.federated.run import main
+
+sys.exit(main())

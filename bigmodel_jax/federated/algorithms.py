@@ -1,0 +1,148 @@
+"""FedSGD, FedAvg, FedProx and adaptive server optimizers as two compiled functions.
+
+Client (McMahan et al. 2017, Algorithm 1): E local epochs of SGD over minibatches of B windows
+drawn without replacement, from the round's global weights; FedProx (Li et al. 2020) adds
+mu/2 ||w - w_global||^2 to the local loss; FedSGD is E = 1 with one full-batch step (B = 0). The
+group update vmaps that over a group of clients (`clients` mesh axis) with the local steps under
+lax.scan; each client runs as many steps as its own data needs, later steps leave it unchanged,
+so padding windows and empty padding clients never change a result. It returns the weighted sum
+of the clients' updates (weights: a client's training tokens; 1 under DP, each update clipped).
+
+Server: the weighted mean update, negated, is a pseudo-gradient for an optax optimizer: SGD at
+rate 1 is FedAvg's plain average, Adam / Yogi are FedAdam / FedYogi (Reddi et al. 2021).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+SERVER_OPTIMIZERS = ("sgd", "adam", "yogi")
+
+
+def server_optimizer(fed: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    if fed.server_optimizer == "sgd":
+        return optax.sgd(fed.server_lr, momentum=fed.server_momentum or None)
+    if fed.server_optimizer == "adam":
+        return optax.adam(fed.server_lr, b1=fed.server_b1, b2=fed.server_b2, eps=fed.server_eps)
+    return optax.yogi(fed.server_lr, b1=fed.server_b1, b2=fed.server_b2, eps=fed.server_eps)
+
+
+def token_loss(graphdef, params: Any, windows_bt: jax.Array, lengths_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of next-token NLL over real targets, their count) for a batch of windows."""
+    logits_btv, _ = nnx.merge(graphdef, params)(windows_bt[:, :-1])
+    nll_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv.astype(jnp.float32), windows_bt[:, 1:])
+    mask_bt = jnp.arange(nll_bt.shape[1]) < lengths_b[:, None]
+    return jnp.where(mask_bt, nll_bt, 0.0).sum(), mask_bt.sum().astype(jnp.float32)
+
+
+def local_batch_size(fed: ml_collections.ConfigDict, n_pad: int) -> int:
+    return n_pad if fed.algorithm == "fedsgd" or fed.local_batch <= 0 else min(fed.local_batch, n_pad)
+
+
+def make_local_update(graphdef, fed: ml_collections.ConfigDict, n_pad: int) -> Callable:
+    """(global params, windows [N, T+1], lengths [N], windows used n, key) -> (update, tokens,
+    train NLL sum, its count) for one client with n of its N (padded) windows."""
+    epochs = 1 if fed.algorithm == "fedsgd" else fed.local_epochs
+    batch = local_batch_size(fed, n_pad)
+    micro = min(fed.micro_batch, batch) if fed.micro_batch > 0 else batch
+    chunks = -(-batch // micro)
+    steps_per_epoch_max = -(-n_pad // batch)
+    mu = fed.prox_mu if fed.algorithm == "fedprox" else 0.0
+
+    def batch_grad(params, windows, lengths):
+        """Gradient of the mean NLL over the batch's real targets, summed chunk by chunk."""
+        grad_sum = jax.value_and_grad(lambda p, w, n: token_loss(graphdef, p, w, n), has_aux=True)
+        w = jnp.pad(windows, ((0, chunks * micro - batch), (0, 0))).reshape(chunks, micro, -1)
+        n = jnp.pad(lengths, (0, chunks * micro - batch)).reshape(chunks, micro)
+
+        def chunk(acc, xs):
+            (nll, count), g = grad_sum(params, *xs)
+            return jax.tree.map(jnp.add, acc, (g, nll, count)), None
+
+        zero = (jax.tree.map(jnp.zeros_like, params), jnp.zeros(()), jnp.zeros(()))
+        (g, nll, count), _ = jax.lax.scan(chunk, zero, (w, n))
+        return jax.tree.map(lambda x: x / jnp.maximum(count, 1.0), g), nll, count
+
+    def local_update(params0, windows_nt, lengths_n, n, key):
+        steps_per_epoch = jnp.maximum(-(-n // batch), 1)
+        total_steps = epochs * (-(-n // batch))  # 0 for an empty (padding) client
+        keys = jax.random.split(key, epochs)
+        real = jnp.arange(n_pad) < n
+        # an epoch's order: the n real windows in random order, the padding after them
+        perms = jax.vmap(lambda k: jnp.argsort(jnp.where(real, jax.random.uniform(k, (n_pad,)), 2.0)))(keys)
+        perms = jnp.pad(perms, ((0, 0), (0, steps_per_epoch_max * batch - n_pad)))
+
+        def step(carry, s):
+            params, nll_sum, count_sum = carry
+            epoch, j = jnp.minimum(s // steps_per_epoch, epochs - 1), s % steps_per_epoch
+            pos = j * batch + jnp.arange(batch)
+            rows = jax.lax.dynamic_slice(perms[epoch], (j * batch,), (batch,))
+            active = s < total_steps
+            lengths_b = jnp.where((pos < n) & active, lengths_n[rows], 0)
+            g, nll, count = batch_grad(params, windows_nt[rows], lengths_b)
+            new = jax.tree.map(lambda p, gp, p0: p - fed.client_lr * (gp + mu * (p - p0)), params, g, params0)
+            params = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, params)
+            return (params, nll_sum + nll, count_sum + count), None
+
+        (params, nll_sum, count), _ = jax.lax.scan(step, (params0, jnp.zeros(()), jnp.zeros(())),
+                                                   jnp.arange(epochs * steps_per_epoch_max))
+        update = jax.tree.map(jnp.subtract, params, params0)
+        tokens = jnp.where(real, lengths_n, 0).sum().astype(jnp.float32)
+        return update, tokens, nll_sum, count
+
+    return local_update
+
+
+def clip_update(update: Any, clip: float) -> tuple[Any, jax.Array]:
+    """The update scaled to global L2 norm at most `clip`; returns it and its norm before."""
+    norm = optax.tree.norm(update)
+    scale = jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12))
+    return jax.tree.map(lambda u: u * scale, update), norm
+
+
+def make_group_update(graphdef, fed: ml_collections.ConfigDict, clip: float, n_pad: int) -> Callable:
+    """(params, round key, clients [G], windows [G, N, T+1], lengths [G, N], counts [G]) ->
+    (weighted update sum, weight sum, train NLL sum, its count, update norms [G]). A client's key
+    is folded from the round key and its index, so results do not depend on how clients are grouped."""
+    local = jax.vmap(make_local_update(graphdef, fed, n_pad), in_axes=(None, 0, 0, 0, 0))
+
+    def group_update(params, round_key, clients, windows, lengths, counts):
+        keys = jax.vmap(lambda k: jax.random.fold_in(round_key, k))(jnp.maximum(clients, 0))
+        updates, tokens, nll, count = local(params, windows, lengths, counts, keys)
+        if clip > 0:  # DP-FedAvg: every real client counts once, its update clipped to `clip`
+            updates, norms = jax.vmap(clip_update, in_axes=(0, None))(updates, clip)
+            weights = (clients >= 0).astype(jnp.float32)
+        else:
+            norms = jax.vmap(optax.tree.norm)(updates)
+            weights = tokens
+        total = jax.tree.map(lambda u: jnp.tensordot(weights, u, axes=1), updates)
+        return total, weights.sum(), nll.sum(), count.sum(), norms
+
+    return group_update
+
+
+def make_server_update(tx: optax.GradientTransformation, noise_std: float, denominator: float | None) -> Callable:
+    """(params, opt_state, update sum, weight sum, noise key) -> (params, opt_state). With
+    `denominator` (DP: the expected number of clients, fixed so one client's influence is bounded)
+    the sum gets Gaussian noise of standard deviation noise_std first; otherwise the mean is
+    over the round's actual weights."""
+
+    def server_update(params, opt_state, total, weight, noise_key):
+        if denominator is not None:
+            leaves, treedef = jax.tree.flatten(total)
+            keys = jax.random.split(noise_key, len(leaves))
+            noisy = [x + noise_std * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+            mean = jax.tree.map(lambda x: x / denominator, jax.tree.unflatten(treedef, noisy))
+        else:
+            mean = jax.tree.map(lambda x: x / jnp.maximum(weight, 1e-12), total)
+        pseudo_grad = jax.tree.map(jnp.negative, mean)
+        updates, opt_state = tx.update(pseudo_grad, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return server_update

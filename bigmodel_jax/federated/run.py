@@ -1,0 +1,271 @@
+"""Federated training from a config: python -m bigmodel_jax.federated --config FILE --workdir DIR.
+
+A round: sample clients (a function of seed and round), run their local training in padded
+groups (one compiled call per group, clients sharded over the `clients` mesh axis), one server
+step. Checkpoints hold the server params and optimizer state and the round; client sampling,
+local shuffles and DP noise are drawn from (seed, round), and the accountant composes the rounds
+done, so a killed run rerun with the same command ends with the same model as one never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from bigmodel_jax import checkpoint, config as config_lib
+from bigmodel_jax import metrics as metrics_lib
+from bigmodel_jax.data import fed_shakespeare, plays
+from bigmodel_jax.data.tokenizers import load_tokenizer, train_tokenizer
+from bigmodel_jax.errors import ConfigError, DataError, RunError
+from bigmodel_jax.federated import algorithms, clients, privacy
+from bigmodel_jax.models.gpt import GPT
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("fedsgd", "fedavg", "fedprox")
+PARTITIONS = ("role", "iid")
+EVAL_BATCH = 256
+
+
+def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Every value checked before anything loads or compiles."""
+    f, m = cfg.fed, cfg.model
+    checks = [
+        ("fed.algorithm", f.algorithm in ALGORITHMS, " | ".join(ALGORITHMS)),
+        ("fed.server_optimizer", f.server_optimizer in algorithms.SERVER_OPTIMIZERS,
+         " | ".join(algorithms.SERVER_OPTIMIZERS)),
+        ("data.partition", cfg.data.partition in PARTITIONS, " | ".join(PARTITIONS)),
+        ("fed.rounds", f.rounds >= 1, "at least 1"),
+        ("fed.client_fraction", 0 < f.client_fraction <= 1, "in (0, 1]"),
+        ("fed.local_epochs", f.local_epochs >= 1, "at least 1"),
+        ("fed.local_batch", f.local_batch >= 0, "windows per local step, 0 = the whole client"),
+        ("fed.client_lr", f.client_lr > 0, "positive"),
+        ("fed.server_lr", f.server_lr > 0, "positive"),
+        ("fed.prox_mu", f.prox_mu >= 0 and (f.prox_mu == 0 or f.algorithm == "fedprox"),
+         "non-negative, and only with fed.algorithm=fedprox"),
+        ("fed.micro_batch", f.micro_batch >= 0, "non-negative (0 = the whole local batch)"),
+        ("fed.min_windows", f.min_windows >= 1, "at least 1"),
+        ("fed.group_windows", f.group_windows >= 1, "at least 1"),
+        ("fed.eval_every", f.eval_every >= 1, "at least 1"),
+        ("fed.eval_windows", f.eval_windows >= 0, "non-negative (0 = every test window)"),
+        ("fed.checkpoint_every", f.checkpoint_every >= 1, "at least 1"),
+        ("fed.target_accuracy", 0 <= f.target_accuracy < 1, "in [0, 1)"),
+        ("data.seq_len", 1 <= cfg.data.seq_len <= m.max_len, f"in [1, model.max_len={m.max_len}]"),
+        ("model.num_heads", m.num_heads > 0 and m.width % m.num_heads == 0, f"must divide model.width={m.width}"),
+        ("dp.clip", cfg.dp.clip >= 0, "non-negative (0 = no DP)"),
+        ("dp.noise_multiplier", cfg.dp.noise_multiplier >= 0 and (cfg.dp.noise_multiplier == 0 or cfg.dp.clip > 0),
+         "non-negative, and noise needs dp.clip > 0"),
+        ("dp.delta", 0 <= cfg.dp.delta < 1, "in [0, 1) (0 = 1 / clients^1.1)"),
+    ]
+    for key, ok, valid in checks:
+        if not ok:
+            raise ConfigError(key, config_lib._get(cfg, key), valid)
+    axis = num_devices if cfg.parallel.clients == -1 else cfg.parallel.clients
+    if axis < 1 or num_devices % axis:
+        raise ConfigError("parallel.clients", cfg.parallel.clients, f"-1 or a divisor of the {num_devices} devices")
+    if f.group_size < 1 or f.group_size % axis:
+        raise ConfigError("fed.group_size", f.group_size, f"a positive multiple of the clients mesh axis ({axis})")
+    plays.check_plays_dir(cfg.data.plays_dir)
+
+
+def load_data(cfg: ml_collections.ConfigDict, workdir: Path):
+    """(tokenizer, train ClientSet, test windows, test lengths): the tokenizer is trained on every
+    client's training text on the first run and reloaded after; the test windows are every
+    client's, in a fixed shuffle, cut to fed.eval_windows."""
+    tfds_dir = os.path.expanduser(cfg.data.tfds_dir)
+    plays_dir = os.path.expanduser(cfg.data.plays_dir) if cfg.data.plays_dir else None
+    found = fed_shakespeare.load_clients(tfds_dir, plays_dir)
+    if cfg.data.partition == "iid":
+        found = fed_shakespeare.iid_partition(found, cfg.seed)
+    train_texts = ["\n".join(c.train_lines) for c in found]
+    try:
+        tokenizer = load_tokenizer(workdir)
+    except FileNotFoundError:
+        tokenizer = train_tokenizer("char", "\n".join(train_texts) + "\n", 0)
+        tokenizer.save(workdir)
+    ids = [c.id for c in found]
+    train = clients.client_set(ids, train_texts, tokenizer.encode_array, cfg.data.seq_len)
+    test = clients.client_set(ids, ["\n".join(c.test_lines) for c in found], tokenizer.encode_array, cfg.data.seq_len)
+    order = np.random.default_rng(0).permutation(len(test.windows))
+    if cfg.fed.eval_windows:
+        order = order[:cfg.fed.eval_windows]
+    return tokenizer, train, test.windows[order], test.lengths[order]
+
+
+def make_eval(graphdef):
+    @jax.jit
+    def eval_batch(params, windows_bt, lengths_b):
+        logits_btv, _ = nnx.merge(graphdef, params)(windows_bt[:, :-1])
+        logits_btv = logits_btv.astype(jnp.float32)
+        targets_bt = windows_bt[:, 1:]
+        mask_bt = jnp.arange(targets_bt.shape[1]) < lengths_b[:, None]
+        nll_bt = jax.nn.logsumexp(logits_btv, -1) - jnp.take_along_axis(logits_btv, targets_bt[..., None], -1)[..., 0]
+        correct_bt = logits_btv.argmax(-1) == targets_bt
+        return (jnp.where(mask_bt, nll_bt, 0).sum(), jnp.where(mask_bt, correct_bt, 0).sum(), mask_bt.sum())
+
+    def evaluate(params, windows, lengths) -> dict[str, float]:
+        nll = correct = count = 0.0
+        for lo in range(0, len(windows), EVAL_BATCH):
+            w = np.zeros((EVAL_BATCH, windows.shape[1]), np.int32)
+            n = np.zeros(EVAL_BATCH, np.int32)
+            w[:len(windows[lo:lo + EVAL_BATCH])] = windows[lo:lo + EVAL_BATCH]
+            n[:len(lengths[lo:lo + EVAL_BATCH])] = lengths[lo:lo + EVAL_BATCH]
+            a, b, c = eval_batch(params, w, n)
+            nll, correct, count = nll + float(a), correct + float(b), count + float(c)
+        return {"loss": nll / count, "accuracy": correct / count, "tokens": count}
+
+    return evaluate
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str | Path, stop_after: int | None = None) -> dict:
+    """Trains (or resumes) in workdir; returns the summary. stop_after: leave after that round as
+    if killed (tests)."""
+    workdir = Path(workdir)
+    t_start = time.time()
+    devices = jax.devices()
+    validate(cfg, len(devices))
+    workdir.mkdir(parents=True, exist_ok=True)
+    if cfg.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cfg.compilation_cache_dir))
+    f, dp = cfg.fed, cfg.dp
+    axis = len(devices) if cfg.parallel.clients == -1 else cfg.parallel.clients
+    mesh = Mesh(np.asarray(devices[:axis]), ("clients",))
+    rep, by_client = NamedSharding(mesh, P()), NamedSharding(mesh, P("clients"))
+
+    tokenizer, train, test_windows, test_lengths = load_data(cfg, workdir)
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.model.vocab_size = tokenizer.vocab_size
+    num_clients = len(train.ids)
+    delta = dp.delta or privacy.default_delta(num_clients)
+    private = dp.clip > 0
+    log.info("%d clients (%s partition), %s training windows, %d test windows; mesh %s",
+             num_clients, cfg.data.partition, f"{len(train.windows):,}", len(test_windows), dict(mesh.shape))
+
+    model = GPT(cfg.model, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0)))
+    graphdef, state = nnx.split(model, nnx.Param)
+    params = jax.device_put(nnx.to_pure_dict(state), rep)
+    tx = algorithms.server_optimizer(f)
+    opt_state = jax.device_put(tx.init(params), rep)
+    server = jax.jit(algorithms.make_server_update(
+        tx, dp.noise_multiplier * dp.clip, f.client_fraction * num_clients if private else None), donate_argnums=(0, 1))
+    evaluate = make_eval(graphdef)
+    group_fns: dict[int, callable] = {}
+
+    def group_fn(n_pad: int):
+        if n_pad not in group_fns:
+            fn = algorithms.make_group_update(graphdef, f, dp.clip, n_pad)
+            group_fns[n_pad] = jax.jit(fn, in_shardings=(rep, rep) + (by_client,) * 4)
+        return group_fns[n_pad]
+
+    start, meta = 0, {}
+    def abstract(tree):
+        return checkpoint.abstract_like(tree, jax.tree.map(lambda _: rep, tree))
+
+    restored = checkpoint.restore(workdir / "checkpoints", abstract(params), abstract(opt_state),
+                                  set_aside_unreadable=True)
+    if restored is not None:
+        start, params, opt_state, meta = restored
+        log.info("resumed from %s at round %d", workdir / "checkpoints" / str(start), start)
+    ckpt = checkpoint.Checkpointer(workdir, keep=f.keep_checkpoints)
+    writer = metrics_lib.MetricsWriter(workdir, from_step=start)
+    (workdir / "train_config.json").write_text(cfg.to_json(indent=1) + "\n")
+    target_round = meta.get("target_round")
+    seconds = meta.get("seconds", 0.0)
+    base_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2)
+    last_eval: dict = meta.get("last_eval", {})
+    try:
+        for r in range(start, f.rounds):
+            t0 = time.time()
+            round_key = jax.random.fold_in(base_key, r)
+            members = clients.sample_round(num_clients, f.client_fraction, private, cfg.seed, r)
+            total, weight, nll, count, norms = None, 0.0, 0.0, 0.0, []
+            for g in clients.round_groups(train, members, f.group_size, f.group_windows, f.min_windows, axis):
+                t, w, a, c, n = group_fn(g.windows.shape[1])(params, round_key, g.clients, g.windows, g.lengths,
+                                                            g.num_windows)
+                total = t if total is None else jax.tree.map(jnp.add, total, t)
+                weight, nll, count = weight + w, nll + a, count + c
+                norms.extend(np.asarray(n)[g.clients >= 0].tolist())
+            if total is None:  # a Poisson round that drew no client: the noise alone
+                total = jax.tree.map(jnp.zeros_like, params)
+            params, opt_state = server(params, opt_state, total, weight, jax.random.fold_in(round_key, 1 << 30))
+            done = r + 1
+            row = {"loss": float(nll) / max(float(count), 1.0), "clients": len(members),
+                   "update_norm": float(np.mean(norms)) if norms else 0.0}
+            if private:
+                row["epsilon"] = privacy.epsilon(done, f.client_fraction, dp.noise_multiplier, delta)
+            elapsed = time.time() - t0
+            seconds += elapsed
+            row.update(seconds=elapsed, clients_per_s=len(members) / elapsed)
+            writer.write(done, "train", row)
+            if done % f.eval_every == 0 or done == f.rounds:
+                last_eval = evaluate(params, test_windows, test_lengths)
+                writer.write(done, "val", last_eval)
+                if target_round is None and f.target_accuracy and last_eval["accuracy"] >= f.target_accuracy:
+                    target_round = done
+                log.info("round %d: train loss %.4f, test loss %.4f, accuracy %.4f%s (%.1f s/round)", done,
+                         row["loss"], last_eval["loss"], last_eval["accuracy"],
+                         f", epsilon {row['epsilon']:.3g}" if private else "", elapsed)
+            if done % f.checkpoint_every == 0 or done == f.rounds:
+                ckpt.save(done, params, opt_state, {"round": done, "seconds": seconds, "target_round": target_round,
+                                                    "last_eval": last_eval, "config": cfg.to_dict()})
+            if stop_after is not None and done >= stop_after:
+                ckpt.wait()
+                return {}
+        ckpt.wait()
+    finally:
+        ckpt.close()
+        writer.close()
+    summary = {"step": f.rounds, "finished": True, "seconds": round(seconds, 2), "validation": last_eval,
+               "test": last_eval, "target_accuracy": f.target_accuracy, "target_round": target_round,
+               "clients": num_clients, "wall_seconds": round(time.time() - t_start, 2)}
+    if private:
+        summary.update(epsilon=privacy.epsilon(f.rounds, f.client_fraction, dp.noise_multiplier, delta), delta=delta)
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m bigmodel_jax.federated")
+    parser.add_argument("--workdir", required=True, help="checkpoints, metrics, tokenizer; rerun to resume")
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n")
+        parser.print_help()
+        return 0
+    try:
+        parsed = config_lib.parse_config_args(argv)
+        args = parser.parse_args(parsed.rest)
+        summary = run(parsed.config, args.workdir)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"data error: {e}", file=sys.stderr)
+        return 2
+    except RunError as e:
+        print(f"training stopped: {e}", file=sys.stderr)
+        return 3
+    acc = summary["test"].get("accuracy", math.nan)
+    print(f"done: {summary['step']} rounds, test accuracy {acc:.4f}"
+          + (f", target {summary['target_accuracy']} reached at round {summary['target_round']}"
+             if summary["target_accuracy"] else "")
+          + (f", epsilon {summary['epsilon']:.3g} at delta {summary['delta']:.2g}" if "epsilon" in summary else ""))
+    return 0

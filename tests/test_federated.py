@@ -1,0 +1,208 @@
+"""Federated learning: the clients of the real plays, and each algorithm against a plain computation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from bigmodel_jax.config import apply_overrides, load_config_file
+from bigmodel_jax.data import fed_shakespeare as fs
+from bigmodel_jax.federated import algorithms, clients
+from bigmodel_jax.models.gpt import GPT
+from tests.conftest import ROOT
+
+TEXTS = ["To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer",
+         "Now is the winter of our discontent\nMade glorious summer by this sun of York;\nAnd all the clouds",
+         "O Romeo", "Friends, Romans, countrymen, lend me your ears;\nI come to bury Caesar, not to praise him."]
+SEQ = 8
+
+
+def fed_config(**overrides):
+    cfg = load_config_file(str(ROOT / "configs" / "fed_shakespeare.py"))
+    base = {"model.num_layers": 1, "model.width": 16, "model.num_heads": 2, "model.mlp_dim": 32,
+            "model.max_len": SEQ,
+            "data.seq_len": SEQ, "fed.client_lr": 0.5, "fed.micro_batch": 0, "compilation_cache_dir": ""}
+    base.update(overrides)
+    return apply_overrides(cfg, [f"{k}={v}" for k, v in base.items()])
+
+
+def encode(text):
+    return np.frombuffer(text.encode("latin-1"), np.uint8).astype(np.int32) % 64
+
+
+def setup(cfg):
+    cfg.model.vocab_size = 64
+    graphdef, state = nnx.split(GPT(cfg.model, rngs=nnx.Rngs(params=0)), nnx.Param)
+    cs = clients.client_set([f"c{i}" for i in range(len(TEXTS))], TEXTS, encode, SEQ)
+    return graphdef, nnx.to_pure_dict(state), cs
+
+
+def group_sum(cfg, graphdef, params, cs, members, group_size, min_windows=1, clip=0.0):
+    """Sums the group updates of the members over their padded groups."""
+    key = jax.random.PRNGKey(3)
+    total, weight, norms = None, 0.0, {}
+    for g in clients.round_groups(cs, np.array(members), group_size, 1 << 20, min_windows):
+        fn = algorithms.make_group_update(graphdef, cfg.fed, clip, g.windows.shape[1])
+        t, w, _, _, n = jax.jit(fn)(params, key, g.clients, g.windows, g.lengths, g.num_windows)
+        total = t if total is None else jax.tree.map(jnp.add, total, t)
+        weight += float(w)
+        norms.update({int(k): float(v) for k, v in zip(g.clients, n) if k >= 0})
+    return total, weight, norms
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------ clients from the plays
+
+def test_windows_cover_the_text_once():
+    ids = encode(TEXTS[1] + "\n")
+    rows, lengths = clients.windows(ids, SEQ)
+    assert lengths.sum() == len(ids) - 1 and (lengths[:-1] == SEQ).all()
+    targets = np.concatenate([r[1:1 + n] for r, n in zip(rows, lengths)])
+    np.testing.assert_array_equal(targets, ids[1:])
+
+
+def test_clients_split_each_role_80_20_and_iid_keeps_the_lines():
+    p_text, q_text = "A:\nl1\nl2\nl3\nl4\nl5\n\nB:\nonly\n\nA:\nl6\n", "A:\nm1\nm2\n"
+    scenes = [{"play": "p", "scene": 0, "genre": "g", "act": "", "text": p_text},
+              {"play": "q", "scene": 0, "genre": "g", "act": "", "text": q_text}]
+    cs = fs.clients_from_scenes(scenes)
+    assert [c.id for c in cs] == ["p/A", "q/A"]  # B has one line; A of another play is another client
+    assert cs[0].train_lines == ("l1", "l2", "l3", "l4") and cs[0].test_lines == ("l5", "l6")
+    assert cs[1].train_lines == ("m1",) and cs[1].test_lines == ("m2",)
+    iid = fs.iid_partition(cs, seed=0)
+    assert sorted(sum((c.train_lines for c in iid), ())) == sorted(sum((c.train_lines for c in cs), ()))
+    assert [len(c.train_lines) for c in iid] == [3, 2] and [c.test_lines for c in iid] == [c.test_lines for c in cs]
+
+
+def test_the_plays_give_a_client_per_speaking_role(tmp_path):
+    cs = fs.load_clients(tmp_path)
+    assert len(cs) == 1273 and len({c.id.split("/")[0] for c in cs}) == 38
+    hamlet = next(c for c in cs if c.id == "hamlet/HAMLET")
+    lines = len(hamlet.train_lines) + len(hamlet.test_lines)
+    assert lines > 1000 and len(hamlet.test_lines) == -(-lines // 5)
+    assert all(c.train_lines and c.test_lines for c in cs)
+
+
+def test_round_sampling_depends_on_seed_and_round_only():
+    a = clients.sample_round(100, 0.1, False, seed=0, round_index=5)
+    assert len(a) == 10 and len(set(a.tolist())) == 10
+    np.testing.assert_array_equal(a, clients.sample_round(100, 0.1, False, seed=0, round_index=5))
+    assert not np.array_equal(a, clients.sample_round(100, 0.1, False, seed=0, round_index=6))
+    sizes = [len(clients.sample_round(1000, 0.1, True, 0, r)) for r in range(200)]
+    assert abs(np.mean(sizes) - 100) < 3 and np.std(sizes) > 5  # Poisson: binomial(1000, 0.1) sizes
+
+
+# ------------------------------------------------------------------ algorithms against plain computations
+
+def test_fedavg_one_client_one_full_batch_epoch_is_one_sgd_step():
+    cfg = fed_config(**{"fed.local_epochs": 1, "fed.local_batch": 0})
+    graphdef, params, cs = setup(cfg)
+    total, weight, _ = group_sum(cfg, graphdef, params, cs, [1], group_size=1)
+    tx = algorithms.server_optimizer(cfg.fed)
+    server = algorithms.make_server_update(tx, 0.0, None)
+    new, _ = server(params, tx.init(params), total, weight, jax.random.PRNGKey(0))
+
+    lo, hi = cs.offsets[1], cs.offsets[2]
+    w, n = jnp.asarray(cs.windows[lo:hi]), jnp.asarray(cs.lengths[lo:hi])
+    grads = jax.grad(lambda p: algorithms.token_loss(graphdef, p, w, n)[0] / n.sum())(params)
+    assert_trees_close(new, jax.tree.map(lambda p, g: p - 0.5 * g, params, grads))
+    assert weight == cs.tokens(1)
+
+
+def test_fedprox_epochs_and_minibatches_equal_a_plain_loop():
+    """E = 2, B = 2 windows, mu = 0.1: the scanned, masked steps against Python steps over the same order."""
+    cfg = fed_config(**{"fed.algorithm": "fedprox", "fed.prox_mu": 0.1, "fed.local_epochs": 2, "fed.local_batch": 2})
+    graphdef, params, cs = setup(cfg)
+    k, n_pad = 0, 16  # client 0 has 11 windows: 6 steps per epoch, the last with one window
+    lo, hi = cs.offsets[k], cs.offsets[k + 1]
+    win, lens = np.zeros((n_pad, SEQ + 1), np.int32), np.zeros(n_pad, np.int32)
+    win[:hi - lo], lens[:hi - lo] = cs.windows[lo:hi], cs.lengths[lo:hi]
+    key = jax.random.PRNGKey(1)
+    local = algorithms.make_local_update(graphdef, cfg.fed, n_pad)
+    update, tokens, _, _ = jax.jit(local)(params, win, lens, hi - lo, key)
+
+    p = params
+    for e, ek in enumerate(jax.random.split(key, 2)):
+        u = np.where(np.arange(n_pad) < hi - lo, np.asarray(jax.random.uniform(ek, (n_pad,))), 2.0)
+        order = np.argsort(u, kind="stable")[:hi - lo]
+        for j in range(0, len(order), 2):
+            rows = order[j:j + 2]
+
+            def loss(q):
+                nll, count = algorithms.token_loss(graphdef, q, jnp.asarray(win[rows]), jnp.asarray(lens[rows]))
+                prox = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(q), jax.tree.leaves(params)))
+                return nll / count + 0.05 * prox
+
+            p = jax.tree.map(lambda a, g: a - 0.5 * g, p, jax.grad(loss)(p))
+    assert_trees_close(update, jax.tree.map(jnp.subtract, p, params), rtol=1e-4, atol=1e-6)
+    assert tokens == cs.tokens(k)
+
+
+def test_vmapped_groups_equal_a_sequential_loop_and_padding_changes_nothing():
+    cfg = fed_config(**{"fed.local_epochs": 2, "fed.local_batch": 3})
+    graphdef, params, cs = setup(cfg)
+    members = [0, 1, 2, 3]
+    together, w_together, _ = group_sum(cfg, graphdef, params, cs, members, group_size=4)
+    alone = [group_sum(cfg, graphdef, params, cs, [k], group_size=1) for k in members]
+    assert_trees_close(together, jax.tree.map(lambda *xs: sum(xs), *[a[0] for a in alone]), rtol=1e-4, atol=1e-6)
+    assert w_together == sum(a[1] for a in alone) == sum(cs.tokens(k) for k in members)
+    # three padding clients and 64 padding windows per client
+    padded, w_padded, _ = group_sum(cfg, graphdef, params, cs, members, group_size=7, min_windows=64)
+    assert_trees_close(padded, together, rtol=1e-4, atol=1e-6)
+    assert w_padded == w_together
+
+
+def test_the_weighted_mean_is_exact():
+    cfg = fed_config(**{"fed.local_epochs": 1, "fed.local_batch": 4})
+    graphdef, params, cs = setup(cfg)
+    total, weight, _ = group_sum(cfg, graphdef, params, cs, [0, 2], group_size=2)
+    u0, w0, _ = group_sum(cfg, graphdef, params, cs, [0], group_size=1)
+    u2, w2, _ = group_sum(cfg, graphdef, params, cs, [2], group_size=1)
+    assert (w0, w2) == (cs.tokens(0), cs.tokens(2))
+    u0, u2 = jax.tree.map(lambda x: x / w0, u0), jax.tree.map(lambda x: x / w2, u2)  # each client's own update
+    mean = jax.tree.map(lambda x: x / weight, total)
+    assert_trees_close(mean, jax.tree.map(lambda a, b: (w0 * a + w2 * b) / (w0 + w2), u0, u2), rtol=1e-4, atol=1e-7)
+
+
+def test_fedadam_server_is_optax_adam_on_the_negated_mean():
+    cfg = fed_config(**{"fed.server_optimizer": "adam", "fed.server_lr": 0.01})
+    graphdef, params, cs = setup(cfg)
+    total, weight, _ = group_sum(cfg, graphdef, params, cs, [0, 1], group_size=2)
+    tx = algorithms.server_optimizer(cfg.fed)
+    new, _ = algorithms.make_server_update(tx, 0.0, None)(params, tx.init(params), total, weight, None)
+    adam = optax.adam(0.01, b1=0.9, b2=0.99, eps=1e-3)
+    grad = jax.tree.map(lambda t: -t / weight, total)
+    want = optax.apply_updates(params, adam.update(grad, adam.init(params), params)[0])
+    assert_trees_close(new, want)
+
+
+@pytest.mark.parametrize("clip", [1e-3, 1e3])
+def test_dp_clips_each_update_and_counts_each_client_once(clip):
+    cfg = fed_config(**{"fed.local_epochs": 1, "fed.local_batch": 2})
+    graphdef, params, cs = setup(cfg)
+    total, weight, norms = group_sum(cfg, graphdef, params, cs, [0, 1, 2], group_size=4, clip=clip)
+    _, _, raw = group_sum(cfg, graphdef, params, cs, [0, 1, 2], group_size=4)
+    assert weight == 3.0
+    unclipped = []
+    for k in (0, 1, 2):
+        u, w, _ = group_sum(cfg, graphdef, params, cs, [k], group_size=1)
+        unclipped.append(jax.tree.map(lambda x: x / w, u))
+        assert norms[k] == pytest.approx(raw[k], rel=1e-5)
+    scales = [min(1.0, clip / norms[k]) for k in (0, 1, 2)]
+    want = jax.tree.map(lambda *us: sum(u * s for u, s in zip(us, scales)), *unclipped)
+    assert_trees_close(total, want, rtol=1e-4, atol=1e-9)
+    assert optax.tree.norm(total) <= 3 * clip * (1 + 1e-5)
+
+
+def test_dp_noise_has_the_stated_standard_deviation():
+    params = {"w": jnp.zeros((200, 500))}
+    server = algorithms.make_server_update(optax.sgd(1.0), noise_std=0.3, denominator=6.0)
+    new, _ = server(params, optax.sgd(1.0).init(params), params, 0.0, jax.random.PRNGKey(0))
+    noise = np.asarray(new["w"]) * 6.0  # the server step adds the noisy sum / 6
+    assert abs(noise.mean()) < 0.003 and noise.std() == pytest.approx(0.3, rel=0.01)
