@@ -193,6 +193,14 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     for key in ("optim.l1", "optim.l2"):  # a negative penalty would reward large weights
         if _has(cfg, key) and _get(cfg, key) < 0:
             raise ConfigError(key, _get(cfg, key), "0 (off) or a positive penalty strength")
+    dp_clip, dp_noise = cfg.optim.get("dp_clip", 0.0), cfg.optim.get("dp_noise", 0.0)
+    if dp_clip < 0 or dp_noise < 0 or (dp_noise > 0 and dp_clip == 0):
+        raise ConfigError("optim.dp_noise" if dp_clip >= 0 else "optim.dp_clip", dp_noise if dp_clip >= 0 else dp_clip,
+                          "DP-SGD needs optim.dp_clip > 0 (the per-example norm bound) and optim.dp_noise >= 0")
+    if dp_clip > 0 and cfg.parallel.mode == "pmap":
+        raise ConfigError("parallel.mode", "pmap", "DP-SGD (optim.dp_clip > 0) runs in mode 'jit'")
+    if not 0 <= cfg.optim.get("dp_delta", 0.0) < 1:
+        raise ConfigError("optim.dp_delta", cfg.optim.dp_delta, "in [0, 1) (0 = 1 / examples^1.1)")
     if cfg.train.eval_metric not in EVAL_METRICS:
         raise ConfigError("train.eval_metric", cfg.train.eval_metric,
                           f"one of {sorted(EVAL_METRICS)} that the task reports")

@@ -140,6 +140,44 @@ def accumulate_gradients(loss_and_grad: Callable, params: Any, batch: dict, num_
     return grads, metrics
 
 
+def clip_to_norm(tree: Any, clip: float) -> tuple[Any, jax.Array]:
+    """The tree scaled to global L2 norm at most `clip`; returns it and its norm before."""
+    norm = optax.tree.norm(tree)
+    scale = jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12))
+    return jax.tree.map(lambda x: x * scale, tree), norm
+
+
+def private_gradients(loss_and_grad: Callable, params: Any, batch: dict, num_micro: int, rng: jax.Array,
+                      clip: float, noise_multiplier: float, noise_key: jax.Array) -> tuple[Any, dict]:
+    """DP-SGD (Abadi et al. 2016): each example's gradient clipped to L2 norm `clip`, summed, Gaussian
+    noise of standard deviation noise_multiplier * clip added, divided by the batch size. Examples
+    are vmapped within a micro-batch and the micro-batches scanned, so memory holds one micro-batch
+    of per-example gradients. Every example counts once (a task's loss "weight" does not apply)."""
+    size = jax.tree.leaves(batch)[0].shape[0]
+    micro = jax.tree.map(lambda x: x.reshape(num_micro, size // num_micro, *x.shape[1:]), batch)
+
+    def one_example(example, key):
+        (_, metrics), grads = loss_and_grad(params, jax.tree.map(lambda x: x[None], example), key)
+        clipped, norm = clip_to_norm(grads, clip)
+        return clipped, {"loss": metrics["loss"], "example_grad_norm": norm,
+                         "clipped": (norm > clip).astype(jnp.float32)}
+
+    def body(carry, xs):
+        i, mb = xs
+        keys = jax.random.split(jax.random.fold_in(rng, i), size // num_micro)
+        grads, metrics = jax.vmap(one_example)(mb, keys)
+        return jax.tree.map(lambda c, x: c + x.sum(0), carry, (grads, metrics)), None
+
+    shapes = jax.eval_shape(one_example, jax.tree.map(lambda x: x[0, 0], micro), rng)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(num_micro), micro))
+    leaves, treedef = jax.tree.flatten(grads)
+    keys = jax.random.split(noise_key, len(leaves))
+    noisy = [g + noise_multiplier * clip * jax.random.normal(k, g.shape, g.dtype) for g, k in zip(leaves, keys)]
+    grads = jax.tree.map(lambda g: g / size, jax.tree.unflatten(treedef, noisy))
+    return grads, jax.tree.map(lambda m: m / size, metrics)
+
+
 def weighted_pmean(grads: Any, metrics: dict, axis_name: str) -> tuple[Any, dict]:
     """The pmap mode's all-reduce: each device's gradient and metrics count by its loss weight
     (when the task reports one, else equally), so the result equals the global-batch gradient."""

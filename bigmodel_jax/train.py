@@ -33,9 +33,9 @@ import optax
 from flax import nnx
 
 from bigmodel_jax import checkpoint, config as config_lib, distributed, fault_injection, metrics as metrics_lib
-from bigmodel_jax import sharding, tasks, transfer
+from bigmodel_jax import privacy, sharding, tasks, transfer
 from bigmodel_jax.errors import ConfigError, DataError, RunError, WeightsError
-from bigmodel_jax.optim import accumulate_gradients, build_optimizer, weighted_pmean
+from bigmodel_jax.optim import accumulate_gradients, build_optimizer, private_gradients, weighted_pmean
 from bigmodel_jax.preemption import EXIT_CODES, StopRequest
 from bigmodel_jax.tasks.protocol import EvalSet
 
@@ -91,7 +91,9 @@ def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
     each device's rows and an explicit pmean of the gradients; the state stays the same replicated
     tree as in jit mode, so checkpoints move freely between the two."""
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+    noise_base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 3)
     pmap_mode = cfg.parallel.mode == "pmap"
+    dp_clip, dp_noise = cfg.optim.get("dp_clip", 0.0), cfg.optim.get("dp_noise", 0.0)
 
     def loss_and_grad(params, batch, rng):
         def f(p):  # training always gets rngs (None means evaluation); a rate of 0 draws nothing
@@ -102,7 +104,11 @@ def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
         rng = jax.random.fold_in(dropout_base, step)
         if pmap_mode:  # each device draws its own dropout masks (jit mode draws the global batch's)
             rng = jax.random.fold_in(rng, jax.lax.axis_index("data"))
-        grads, metrics = accumulate_gradients(loss_and_grad, params, batch, cfg.train.grad_accum_steps, rng)
+        if dp_clip > 0:  # DP-SGD: clipped per-example gradients plus noise (jit mode only: config.validate)
+            grads, metrics = private_gradients(loss_and_grad, params, batch, cfg.train.grad_accum_steps, rng,
+                                               dp_clip, dp_noise, jax.random.fold_in(noise_base, step))
+        else:
+            grads, metrics = accumulate_gradients(loss_and_grad, params, batch, cfg.train.grad_accum_steps, rng)
         if pmap_mode:
             grads, metrics = weighted_pmean(grads, metrics, "data")
         updates, opt_state = tx.update(grads, opt_state, params, value=metrics["loss"])  # skips a non-finite step
@@ -335,6 +341,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                 dt = time.perf_counter() - t_last
                 m["tokens_per_s"] = tokens_per_step * steps_since / dt
                 m["mfu"] = flops_per_step * steps_since / dt / peak
+                if cfg.optim.get("dp_noise", 0.0) > 0 and data.train_examples:
+                    m["epsilon"] = privacy.epsilon(step, cfg.train.batch_size / data.train_examples, cfg.optim.dp_noise,
+                                                   cfg.optim.dp_delta or privacy.default_delta(data.train_examples))
                 result.train_losses[step] = m["loss"]
                 writer.write(step, "train", m)
                 if bar is not None:

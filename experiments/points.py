@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from experiments import runs
 
-TRAIN = [sys.executable, "-m", "bigmodel_jax.train"]
+TRAINERS = {"train": "bigmodel_jax.train", "fed": "bigmodel_jax.federated"}  # config section -> the CLI that runs it
 
 
 class SweepError(Exception):
@@ -93,8 +93,15 @@ def check_config(config: str, points: list[Point]) -> None:
         raise SweepError(f"config error: {e}") from None
 
 
+def trainer(config: str) -> str:
+    """The CLI a config file is for: a federated config has a `fed` section instead of `train`."""
+    from bigmodel_jax import config as config_lib
+
+    return TRAINERS["fed" if "fed" in config_lib.load_config_file(config) else "train"]
+
+
 def train_command(config: str, point: Point, extra: Sequence[str] = ()) -> list[str]:
-    return [*TRAIN, f"--config={config}", f"--workdir={point.folder}", "--no-progress",
+    return [sys.executable, "-m", trainer(config), f"--config={config}", f"--workdir={point.folder}", "--no-progress",
             *(f"--config.{o}" for o in point.overrides), *extra]
 
 

@@ -15,7 +15,8 @@ from tests.conftest import ROOT
 
 TEXTS = ["To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer",
          "Now is the winter of our discontent\nMade glorious summer by this sun of York;\nAnd all the clouds",
-         "O Romeo", "Friends, Romans, countrymen, lend me your ears;\nI come to bury Caesar, not to praise him."]
+         "O Romeo", "Friends, Romans, countrymen, lend me your ears;\nI come to bury Caesar, not to praise him.",
+         "Once more unto the breach, dear friends, once more;"]
 SEQ = 8
 
 
@@ -147,13 +148,15 @@ def test_fedprox_epochs_and_minibatches_equal_a_plain_loop():
 def test_vmapped_groups_equal_a_sequential_loop_and_padding_changes_nothing():
     cfg = fed_config(**{"fed.local_epochs": 2, "fed.local_batch": 3})
     graphdef, params, cs = setup(cfg)
-    members = [0, 1, 2, 3]
-    together, w_together, _ = group_sum(cfg, graphdef, params, cs, members, group_size=4)
+    members = [0, 1, 2, 3, 4]
+    together, w_together, _ = group_sum(cfg, graphdef, params, cs, members, group_size=5)
     alone = [group_sum(cfg, graphdef, params, cs, [k], group_size=1) for k in members]
     assert_trees_close(together, jax.tree.map(lambda *xs: sum(xs), *[a[0] for a in alone]), rtol=1e-4, atol=1e-6)
     assert w_together == sum(a[1] for a in alone) == sum(cs.tokens(k) for k in members)
-    # three padding clients and 64 padding windows per client
-    padded, w_padded, _ = group_sum(cfg, graphdef, params, cs, members, group_size=7, min_windows=64)
+    # one group of 5 clients padded to 8 (three empty clients), 64 windows each
+    groups = clients.round_groups(cs, np.array(members), 8, 1 << 20, 64)
+    assert [g.windows.shape[:2] for g in groups] == [(8, 64)] and (groups[0].clients == -1).sum() == 3
+    padded, w_padded, _ = group_sum(cfg, graphdef, params, cs, members, group_size=8, min_windows=64)
     assert_trees_close(padded, together, rtol=1e-4, atol=1e-6)
     assert w_padded == w_together
 
@@ -206,3 +209,65 @@ def test_dp_noise_has_the_stated_standard_deviation():
     new, _ = server(params, optax.sgd(1.0).init(params), params, 0.0, jax.random.PRNGKey(0))
     noise = np.asarray(new["w"]) * 6.0  # the server step adds the noisy sum / 6
     assert abs(noise.mean()) < 0.003 and noise.std() == pytest.approx(0.3, rel=0.01)
+
+
+# ------------------------------------------------------------------ privacy budget, the CLI, resume
+
+def test_epsilon_is_dp_accountings_rdp_over_the_rounds():
+    import dp_accounting
+    from dp_accounting import pld, rdp
+
+    from bigmodel_jax import privacy
+
+    event = dp_accounting.PoissonSampledDpEvent(0.05, dp_accounting.GaussianDpEvent(1.1))
+    accountant = rdp.RdpAccountant()
+    for _ in range(100):  # round by round, as a run composes them
+        accountant.compose(event)
+    eps = privacy.epsilon(100, 0.05, 1.1, 1e-5)
+    assert eps == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
+    tight = pld.PLDAccountant().compose(event, 100).get_epsilon(1e-5)  # PLD is tighter than RDP, not far off
+    assert 0.5 * eps < tight <= eps * 1.01
+    assert privacy.epsilon(200, 0.05, 1.1, 1e-5) > eps and privacy.epsilon(100, 0.05, 0.0, 1e-5) == float("inf")
+
+
+def test_a_bad_federated_config_is_refused_before_anything_runs(tmp_path, capsys):
+    from bigmodel_jax.federated import run
+
+    config = str(ROOT / "configs" / "fed_shakespeare.py")
+    assert run.main([f"--config={config}", f"--workdir={tmp_path}", "--config.fed.algorithm=fedx"]) == 2
+    assert "fed.algorithm" in capsys.readouterr().err
+    assert run.main([f"--config={config}", f"--workdir={tmp_path}", "--config.dp.noise_multiplier=1.0"]) == 2
+    assert "dp.clip" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def _rows(workdir):
+    import json
+
+    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "seconds", "clients_per_s")}
+            for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_a_stopped_dp_fedadam_run_resumes_to_the_same_model(tfds_dir, tmp_path):
+    """Poisson sampling, clipping and noise, Adam's server state: 4 rounds straight vs 2 + 2."""
+    from bigmodel_jax import checkpoint
+    from bigmodel_jax.federated import run
+
+    cfg = fed_config(**{"data.seq_len": 80, "model.max_len": 80, "data.tfds_dir": str(tfds_dir),
+                        "fed.rounds": 4, "fed.client_fraction": 0.004, "fed.local_batch": 64, "fed.eval_every": 2,
+                        "fed.eval_windows": 256, "fed.checkpoint_every": 1, "fed.server_optimizer": "adam",
+                        "fed.server_lr": 0.01, "dp.clip": 0.5, "dp.noise_multiplier": 0.5})
+    straight = run.run(cfg, tmp_path / "straight")
+    assert run.run(cfg, tmp_path / "resumed", stop_after=2) == {}
+    resumed = run.run(cfg, tmp_path / "resumed")
+    assert resumed["test"] == straight["test"] and resumed["epsilon"] == straight["epsilon"] < float("inf")
+    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
+    a = checkpoint.read_meta(tmp_path / "straight" / "checkpoints")
+    assert a["round"] == 4
+    import orbax.checkpoint as ocp
+
+    params = [ocp.StandardCheckpointer().restore((tmp_path / w / "checkpoints" / "4" / "params").absolute())
+              for w in ("straight", "resumed")]
+    assert jax.tree.leaves(params[0]) and jax.tree.structure(params[0]) == jax.tree.structure(params[1])
+    assert_trees_close(params[0], params[1], rtol=0, atol=0)

@@ -32,6 +32,11 @@ class _Windows:
         return self.tokens[start: start + self.seq_len + 1]
 
 
+def num_train_windows(tokens: np.ndarray, seq_len: int) -> int:
+    """The windows an epoch of train_dataset visits: its examples (DP-SGD's records)."""
+    return len(_Windows(np.asarray(tokens), seq_len))
+
+
 def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int,
                   process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
     """Infinite MapDataset of per-process batches {"inputs", "targets"}: int32 [b, seq_len].

@@ -4,7 +4,7 @@
 
 clients.py turns each client's text into fixed-size windows and a round's clients into padded
 groups; algorithms.py is the local training (vmap over clients, lax.scan over local steps) and
-the server step (FedSGD, FedAvg, FedProx, FedAdam/FedYogi through optax); privacy.py is DP-FedAvg's
-clipping and noise and its accountant; run.py is the CLI with checkpoints and exact resume.
+the server step (FedSGD, FedAvg, FedProx, FedAdam/FedYogi through optax) with DP-FedAvg's clipping
+and noise (its budget: bigmodel_jax/privacy.py); run.py is the CLI with checkpoints and exact resume.
 docs/federated.md has the method and the results.
 """

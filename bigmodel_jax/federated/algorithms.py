@@ -22,6 +22,8 @@ import ml_collections
 import optax
 from flax import nnx
 
+from bigmodel_jax.optim import clip_to_norm
+
 SERVER_OPTIMIZERS = ("sgd", "adam", "yogi")
 
 
@@ -99,13 +101,6 @@ def make_local_update(graphdef, fed: ml_collections.ConfigDict, n_pad: int) -> C
     return local_update
 
 
-def clip_update(update: Any, clip: float) -> tuple[Any, jax.Array]:
-    """The update scaled to global L2 norm at most `clip`; returns it and its norm before."""
-    norm = optax.tree.norm(update)
-    scale = jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12))
-    return jax.tree.map(lambda u: u * scale, update), norm
-
-
 def make_group_update(graphdef, fed: ml_collections.ConfigDict, clip: float, n_pad: int) -> Callable:
     """(params, round key, clients [G], windows [G, N, T+1], lengths [G, N], counts [G]) ->
     (weighted update sum, weight sum, train NLL sum, its count, update norms [G]). A client's key
@@ -116,7 +111,7 @@ def make_group_update(graphdef, fed: ml_collections.ConfigDict, clip: float, n_p
         keys = jax.vmap(lambda k: jax.random.fold_in(round_key, k))(jnp.maximum(clients, 0))
         updates, tokens, nll, count = local(params, windows, lengths, counts, keys)
         if clip > 0:  # DP-FedAvg: every real client counts once, its update clipped to `clip`
-            updates, norms = jax.vmap(clip_update, in_axes=(0, None))(updates, clip)
+            updates, norms = jax.vmap(clip_to_norm, in_axes=(0, None))(updates, clip)
             weights = (clients >= 0).astype(jnp.float32)
         else:
             norms = jax.vmap(optax.tree.norm)(updates)

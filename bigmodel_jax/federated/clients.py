@@ -3,9 +3,10 @@
 A window is seq_len + 1 token ids (inputs and next-token targets) with `length` real targets; a
 client's last window is padded. A round's sampled clients go by size into buckets of a power of
 two windows (at least min_windows), each bucket cut into groups of a size fixed per bucket (about
-the same number of windows per group), the last padded with empty clients (no windows, weight 0).
-The compiled group update is built once per power of two, never per client, and a client never
-runs more than twice the local steps its data needs.
+the same number of windows per group); a shorter last group is padded with empty clients (no
+windows, weight 0) to a power of two. The compiled group update is built once per (power of two
+of windows, power of two of clients), never per client, and a client never runs more than twice the
+local steps its data needs.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def round_groups(cs: ClientSet, clients: np.ndarray, max_clients: int, group_win
     groups = []
     for n_pad, members in sorted(by_bucket.items()):
         size = group_size(n_pad, max_clients, group_windows, multiple)
-        groups += [_group(cs, members[i:i + size], size, n_pad) for i in range(0, len(members), size)]
+        for i in range(0, len(members), size):
+            chunk = members[i:i + size]  # a short last group shrinks to a power of two: padding clients cost compute
+            groups.append(_group(cs, chunk, min(size, -(-bucket(len(chunk), 1) // multiple) * multiple), n_pad))
     return groups
 
 

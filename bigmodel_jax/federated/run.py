@@ -24,12 +24,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from bigmodel_jax import checkpoint, config as config_lib
+from bigmodel_jax import checkpoint, config as config_lib, privacy
 from bigmodel_jax import metrics as metrics_lib
 from bigmodel_jax.data import fed_shakespeare, plays
 from bigmodel_jax.data.tokenizers import load_tokenizer, train_tokenizer
 from bigmodel_jax.errors import ConfigError, DataError, RunError
-from bigmodel_jax.federated import algorithms, clients, privacy
+from bigmodel_jax.federated import algorithms, clients
 from bigmodel_jax.models.gpt import GPT
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path, stop_after: int | N
             writer.write(done, "train", row)
             if done % f.eval_every == 0 or done == f.rounds:
                 last_eval = evaluate(params, test_windows, test_lengths)
-                writer.write(done, "val", last_eval)
+                writer.write(done, "validation", last_eval)
                 if target_round is None and f.target_accuracy and last_eval["accuracy"] >= f.target_accuracy:
                     target_round = done
                 log.info("round %d: train loss %.4f, test loss %.4f, accuracy %.4f%s (%.1f s/round)", done,
@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m bigmodel_jax.federated")
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics, tokenizer; rerun to resume")
+    parser.add_argument("--no-progress", action="store_true", help="accepted for the sweep runner; logs are lines")
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n")

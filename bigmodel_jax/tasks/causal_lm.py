@@ -106,4 +106,5 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
                                   process_index, process_count)
     val_tokens = len(evals) * cfg.train.batch_size * d.seq_len
     return TaskData(tokenizer, train, EvalSet(evals, f"{val_tokens:,} of {len(val_ids):,} tokens"),
-                    f"{len(train_ids):,} tokens", model_overrides={"vocab_size": tokenizer.vocab_size})
+                    f"{len(train_ids):,} tokens", model_overrides={"vocab_size": tokenizer.vocab_size},
+                    train_examples=pipeline.num_train_windows(train_ids, d.seq_len))

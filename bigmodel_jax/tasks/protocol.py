@@ -58,6 +58,7 @@ class TaskData:
     train_size: str  # for the log: "4.5M tokens", "9,000 examples"
     test: EvalSet | None = None  # evaluated once at the end (with the best params under train.restore_best)
     model_overrides: dict = field(default_factory=dict)  # config.model values the data decides (vocab_size, ...)
+    train_examples: int = 0  # the records a batch samples from (DP-SGD's sampling rate); 0 = not counted
 
 
 def data_seq_len(cfg: ml_collections.ConfigDict) -> int:
