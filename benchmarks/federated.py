@@ -14,12 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bigmodel_jax import allocator  # noqa: E402
+
+allocator.reexec()  # the allocator python -m bigmodel_jax.federated runs under (before jax loads)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
 from bigmodel_jax.config import apply_overrides, load_config_file  # noqa: E402
 from bigmodel_jax.federated import algorithms, clients, run  # noqa: E402
 from bigmodel_jax.models.gpt import GPT  # noqa: E402

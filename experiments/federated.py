@@ -32,7 +32,7 @@ ARMS = {  # name -> overrides
     "fedsgd_iid": {"fed.algorithm": "fedsgd", "fed.local_batch": 0, "data.partition": "iid"},
     "fedavg_iid": {"fed.algorithm": "fedavg", "fed.local_batch": 10, "data.partition": "iid"},
 }
-LRS = {"fedsgd": [0.3, 1.0, 3.0], "fedavg": [0.1, 0.3, 0.6]}  # client learning rates tuned on seed 0
+LRS = {"fedsgd": [0.03, 0.1, 0.3, 1.0], "fedavg": [0.1, 0.3, 0.6]}  # client learning rates tuned on seed 0
 QUICK = {"budget": {"fed.rounds": 60, "fed.client_fraction": 0.02, "fed.local_epochs": 1, "fed.eval_every": 5,
                     "fed.eval_windows": 4096, "fed.checkpoint_every": 20},
          "targets": [0.25, 0.30, 0.35, 0.40], "seeds": [0]}

@@ -21,9 +21,9 @@ CONFIG = str(arms.ROOT / "configs" / "fed_shakespeare.py")
 METRIC = "val/accuracy"
 CLIP = 0.5
 NOISES = [0.0, 0.3, 1.0, 3.0]  # z; 0 = clipping alone
-QUICK = {"fed.rounds": 60, "fed.client_fraction": 0.05, "fed.local_epochs": 1, "fed.local_batch": 10,
+QUICK = {"fed.rounds": 60, "fed.client_fraction": 0.02, "fed.local_epochs": 1, "fed.local_batch": 10,
          "fed.client_lr": 0.3, "fed.eval_every": 10, "fed.eval_windows": 4096, "fed.checkpoint_every": 20}
-FULL = dict(QUICK, **{"fed.rounds": 200, "fed.eval_windows": 8192})
+FULL = dict(QUICK, **{"fed.rounds": 200, "fed.client_fraction": 0.05, "fed.eval_windows": 8192})
 
 
 def plot(points: list[tuple[float, float, str]], baseline: float, path: Path) -> None:
