@@ -71,7 +71,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
     ]
     for key, ok, valid in checks:
         if not ok:
-            raise ConfigError(key, config_lib._get(cfg, key), valid)
+            section, name = key.split(".")
+            raise ConfigError(key, cfg[section][name], valid)
     axis = num_devices if cfg.parallel.clients == -1 else cfg.parallel.clients
     if axis < 1 or num_devices % axis:
         raise ConfigError("parallel.clients", cfg.parallel.clients, f"-1 or a divisor of the {num_devices} devices")
