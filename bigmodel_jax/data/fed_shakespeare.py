@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.data import plays, plays_tasks
-from bigmodel_jax.data.prepare import prepare
+from bigmodel_jax.data.prepare import prepare, read_split
 
 MIN_LINES = 2
 TEST_FRACTION = 0.2
@@ -97,15 +97,8 @@ def load_clients(tfds_dir: str | Path, plays_dir: str | Path | None = None) -> l
     at write time, and client order decides sampling, so it must not depend on that shuffle)."""
     builder = FedShakespeare(plays_dir=plays_dir, data_dir=str(tfds_dir), file_format="array_record")
     prepare(builder)
-    by_split = {}
-    for split in ("train", "test"):
-        try:
-            source = builder.as_data_source(split=split)
-            rows = [source[i] for i in range(len(source))]
-        except Exception as e:  # truncated or corrupt array_record files
-            raise ValueError(f"the prepared dataset in {builder.data_dir} is unreadable ({type(e).__name__}: {e}); "
-                             "delete that folder and rerun to rebuild it from the plays") from e
-        by_split[split] = {r["client"].decode(): r["text"].decode().split("\n") for r in rows}
+    by_split = {split: {r["client"].decode(): r["text"].decode().split("\n") for r in read_split(builder, split)}
+                for split in ("train", "test")}
     if by_split["train"].keys() != by_split["test"].keys():
         raise ValueError(f"the prepared dataset in {builder.data_dir} has different clients in train and test; "
                          "delete that folder and rerun to rebuild it")

@@ -26,7 +26,7 @@ from typing import Iterator
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.data.labeled import package_file, split_key, split_name
-from bigmodel_jax.data.prepare import prepare
+from bigmodel_jax.data.prepare import prepare, read_split
 from bigmodel_jax.data.records import BadRecords, read_raw_lines
 from bigmodel_jax.errors import DataError
 
@@ -163,15 +163,7 @@ class CmuDict(tfds.core.GeneratorBasedBuilder):
 
 def _load(builder: tfds.core.DatasetBuilder) -> dict[str, list[dict]]:
     prepare(builder)
-    out = {}
-    for split in ("train", "validation", "test"):
-        try:
-            source = builder.as_data_source(split=split)
-            out[split] = [source[i] for i in range(len(source))]
-        except Exception as e:  # truncated or corrupt array_record files
-            raise ValueError(f"the prepared dataset in {builder.data_dir} is unreadable ({type(e).__name__}: {e}); "
-                             "delete that folder and rerun to rebuild it") from e
-    return out
+    return {split: read_split(builder, split) for split in ("train", "validation", "test")}
 
 
 def _text(x) -> str:

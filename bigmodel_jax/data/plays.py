@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigmodel_jax.data.prepare import prepare
+from bigmodel_jax.data.prepare import prepare, read_split
 from bigmodel_jax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -158,12 +158,7 @@ def load_scenes(data_dir: str | Path, split: str, plays_dir: str | Path | None =
     write time, and the order must not depend on that shuffle."""
     builder = ShakespearePlays(plays_dir=plays_dir, data_dir=str(data_dir), file_format="array_record")
     prepare(builder)
-    try:
-        source = builder.as_data_source(split=split)
-        records = [source[i] for i in range(len(source))]
-    except Exception as e:  # truncated or corrupt array_record files
-        raise ValueError(f"the prepared dataset in {builder.data_dir} is unreadable ({type(e).__name__}: {e}); "
-                         "delete that folder and rerun to rebuild it from the plays") from e
+    records = read_split(builder, split)
     scenes = [{"text": r["text"].decode("utf-8"), "play": r["play"].decode("utf-8"), "genre": GENRES[int(r["genre"])],
                "act": r["act"].decode("utf-8"), "scene": int(r["scene"])} for r in records]
     return sorted(scenes, key=lambda s: (s["play"], s["scene"]))

@@ -30,6 +30,17 @@ def prepare(builder: tfds.core.DatasetBuilder) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def read_split(builder: tfds.core.DatasetBuilder, split: str) -> list[dict]:
+    """Every record of a prepared split, in stored order. Truncated or corrupt array_record files
+    raise with the folder to delete (a rerun rebuilds it)."""
+    try:
+        source = builder.as_data_source(split=split)
+        return [source[i] for i in range(len(source))]
+    except Exception as e:
+        raise ValueError(f"the prepared dataset in {builder.data_dir} is unreadable ({type(e).__name__}: {e}); "
+                         "delete that folder and rerun to rebuild it") from e
+
+
 def save_whole(save: Callable[[Path], Any], path: Path) -> Path:
     """save(temporary path) then one rename onto `path` (a file or a folder): a process killed
     while saving leaves no `path` at all, so its rerun trains the tokenizer again (the same one:
