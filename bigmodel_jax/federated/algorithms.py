@@ -35,12 +35,22 @@ def server_optimizer(fed: ml_collections.ConfigDict) -> optax.GradientTransforma
     return optax.yogi(fed.server_lr, b1=fed.server_b1, b2=fed.server_b2, eps=fed.server_eps)
 
 
-def token_loss(graphdef, params: Any, windows_bt: jax.Array, lengths_b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(sum of next-token NLL over real targets, their count) for a batch of windows."""
+def token_stats(graphdef, params: Any, windows_bt: jax.Array, lengths_b: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(sum of next-token NLL, count, correct argmax predictions) over a batch's real targets."""
     logits_btv, _ = nnx.merge(graphdef, params)(windows_bt[:, :-1])
-    nll_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv.astype(jnp.float32), windows_bt[:, 1:])
+    logits_btv = logits_btv.astype(jnp.float32)
+    targets_bt = windows_bt[:, 1:]
+    nll_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv, targets_bt)
     mask_bt = jnp.arange(nll_bt.shape[1]) < lengths_b[:, None]
-    return jnp.where(mask_bt, nll_bt, 0.0).sum(), mask_bt.sum().astype(jnp.float32)
+    correct = jnp.where(mask_bt, logits_btv.argmax(-1) == targets_bt, False).sum()
+    return jnp.where(mask_bt, nll_bt, 0.0).sum(), mask_bt.sum().astype(jnp.float32), correct
+
+
+def token_loss(graphdef, params: Any, windows_bt: jax.Array, lengths_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of next-token NLL over real targets, their count): what local steps differentiate."""
+    nll, count, _ = token_stats(graphdef, params, windows_bt, lengths_b)
+    return nll, count
 
 
 def local_batch_size(fed: ml_collections.ConfigDict, n_pad: int) -> int:

@@ -106,15 +106,8 @@ def load_data(cfg: ml_collections.ConfigDict, workdir: Path):
 
 
 def make_eval(graphdef):
-    @jax.jit
-    def eval_batch(params, windows_bt, lengths_b):
-        logits_btv, _ = nnx.merge(graphdef, params)(windows_bt[:, :-1])
-        logits_btv = logits_btv.astype(jnp.float32)
-        targets_bt = windows_bt[:, 1:]
-        mask_bt = jnp.arange(targets_bt.shape[1]) < lengths_b[:, None]
-        nll_bt = jax.nn.logsumexp(logits_btv, -1) - jnp.take_along_axis(logits_btv, targets_bt[..., None], -1)[..., 0]
-        correct_bt = logits_btv.argmax(-1) == targets_bt
-        return (jnp.where(mask_bt, nll_bt, 0).sum(), jnp.where(mask_bt, correct_bt, 0).sum(), mask_bt.sum())
+    eval_batch = jax.jit(lambda params, windows_bt, lengths_b: algorithms.token_stats(graphdef, params, windows_bt,
+                                                                                   lengths_b))
 
     def evaluate(params, windows, lengths) -> dict[str, float]:
         nll = correct = count = 0.0
