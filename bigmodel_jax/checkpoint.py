@@ -26,8 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def _manager(directory: Path, keep: int, async_save: bool) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
-                                           create=True)
+    # Each manager names its own barriers: checkpoints/ and best/ save the same step at once, and on
+    # several processes two background threads waiting at one barrier key ('async_write_complete.10')
+    # fail it at once (seen as a save that timed out on the first process and a hung run).
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name))
     return ocp.CheckpointManager(directory.absolute(), options=options)
 
 

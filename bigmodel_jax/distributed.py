@@ -20,6 +20,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
 
 import jax
 
@@ -66,6 +70,26 @@ def initialize(args: argparse.Namespace) -> None:
         logging.getLogger("bigmodel_jax").setLevel(logging.WARNING)
     log.info("process %d of %d: %d local devices of %d", jax.process_index(), jax.process_count(),
              jax.local_device_count(), jax.device_count())
+
+
+def exit_with(main: Callable[[], int], failures: tuple[int, ...] = (2, 3)) -> NoReturn:
+    """sys.exit(main()), except that a process of a multi-process run that fails (an exception or
+    one of the failure codes) leaves at once with os._exit. A normal exit waits at jax.distributed's
+    shutdown barrier for peers that may be waiting for this process at another barrier (a failed
+    checkpoint commit left both processes of a run waiting so, for good); leaving lets the peers'
+    heartbeat check stop them with an error within --heartbeat_timeout."""
+    try:
+        code = main()
+    except BaseException:
+        if not jax.distributed.is_initialized():
+            raise
+        traceback.print_exc()
+        code = 1
+    if code in (1, *failures) and jax.distributed.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def barrier(name: str) -> None:

@@ -140,6 +140,69 @@ def test_a_dead_peer_stops_the_other_with_an_error(tfds_dir, tmp_path, victim):
     print(f"process {survivor} exited ({rc}) {took:.1f} s after process {victim} was killed")
 
 
+SAVE_BOTH = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), heartbeat_timeout_seconds=10, initialization_timeout=60)
+from bigmodel_jax import checkpoint
+x = jax.device_put(jnp.arange(4096.0).reshape(4, 1024), NamedSharding(Mesh(np.array(jax.devices()), ("d",)), P("d")))
+ck = checkpoint.Checkpointer(sys.argv[3], keep=2)
+for step in range(1, 7):
+    ck.save(step, {"w": x}, {"m": x}, {"step": step})
+    ck.save(step, {"w": x}, {"m": x}, {"step": step}, best=True)
+ck.wait()
+ck.close()
+"""
+
+
+def test_latest_and_best_saved_at_one_step_on_two_processes(tmp_path):
+    """checkpoints/ and best/ commit the same step from two background threads per process; with
+    one barrier name for both, the coordination service refused the second ('Barrier
+    _async_write_complete.1 is already ongoing'), the save failed and the run hung (CI, stop 28)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    where = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([sys.executable, "-c", SAVE_BOTH, where, str(i), str(tmp_path / "run")], cwd=ROOT,
+                              env=env, stdout=open(f"{tmp_path / 'run'}.p{i}.log", "w"), stderr=subprocess.STDOUT)
+             for i in range(2)]
+    wait_all(procs, tmp_path / "run", timeout=120)
+    for folder, steps in (("checkpoints", [5, 6]), ("best", [6])):
+        assert sorted(int(p.name) for p in (tmp_path / "run" / folder).iterdir() if p.name.isdigit()) == steps
+
+
+FAIL_WHILE_PEER_WAITS = """
+import sys
+import jax
+from jax._src import distributed as jax_distributed
+from bigmodel_jax import distributed
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), heartbeat_timeout_seconds=5, initialization_timeout=60)
+
+def main():
+    if jax.process_index() == 0:
+        raise RuntimeError("a save failed")
+    jax_distributed.global_state.client.wait_at_barrier("never reached", 600_000)
+    return 0
+
+distributed.exit_with(main)
+"""
+
+
+def test_a_process_that_fails_leaves_and_its_waiting_peer_stops(tmp_path):
+    """Process 0 fails while process 1 waits for it at a barrier. A plain exit would wait at
+    jax.distributed's shutdown barrier for a peer that waits in turn (both hung for the 60 s we
+    allowed); exit_with leaves at once and the peer's heartbeat check stops it (measured: 2 s)."""
+    where = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen([sys.executable, "-c", FAIL_WHILE_PEER_WAITS, where, str(i)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        codes = [p.wait(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes[0] == 1 and codes[1] != 0
+    assert "a save failed" in procs[0].stdout.read()
+
+
 def test_incomplete_multihost_flags_are_refused_before_starting(monkeypatch):
     import argparse
 
