@@ -13,6 +13,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(autouse=True)
+def process_hooks_restored():
+    """A CLI's main() called in-process sets process-wide things (root logging handlers on the
+    test's captured stream, threading.excepthook, sys.unraisablehook); put them back, or a
+    background thread's message at session end writes to a closed stream (a test file run alone
+    then exited 1 after all its tests passed)."""
+    import logging
+    import threading
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, threading.excepthook, sys.unraisablehook)
+    yield
+    root.handlers[:], root.level = saved[0], saved[1]
+    threading.excepthook, sys.unraisablehook = saved[2], saved[3]
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> Path:
     """One prepared copy of the real plays dataset for the whole session."""
