@@ -161,6 +161,29 @@ def test_vmapped_groups_equal_a_sequential_loop_and_padding_changes_nothing():
     assert w_padded == w_together
 
 
+def test_evaluation_is_loss_and_accuracy_over_the_real_targets():
+    """Against one window at a time in plain numpy; more windows than one evaluation batch, so the
+    running sums across batches and the zero-padded last batch are both exercised."""
+    from bigmodel_jax.federated import run
+
+    cfg = fed_config()
+    graphdef, params, cs = setup(cfg)
+    rng = np.random.default_rng(0)
+    windows = rng.integers(0, 64, (run.EVAL_BATCH + 7, SEQ + 1)).astype(np.int32)
+    lengths = rng.integers(1, SEQ + 1, len(windows)).astype(np.int32)
+    got = run.make_eval(graphdef)(params, windows, lengths)
+    model, nll, correct, count = nnx.merge(graphdef, params), 0.0, 0, 0
+    for w, n in zip(windows, lengths):
+        logits = np.asarray(model(jnp.asarray(w[None, :-1]))[0][0], np.float64)[:n]
+        logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+            - logits.max(-1, keepdims=True)
+        nll -= logp[np.arange(n), w[1:n + 1]].sum()
+        correct += int((logits.argmax(-1) == w[1:n + 1]).sum())
+        count += int(n)
+    assert got["tokens"] == count and got["accuracy"] == pytest.approx(correct / count, abs=1e-12)
+    assert got["loss"] == pytest.approx(nll / count, rel=1e-5)
+
+
 def test_the_weighted_mean_is_exact():
     cfg = fed_config(**{"fed.local_epochs": 1, "fed.local_batch": 4})
     graphdef, params, cs = setup(cfg)
@@ -250,16 +273,36 @@ def _rows(workdir):
 
 @pytest.mark.slow
 def test_a_stopped_dp_fedadam_run_resumes_to_the_same_model(tfds_dir, tmp_path):
-    """Poisson sampling, clipping and noise, Adam's server state: 4 rounds straight vs 2 + 2."""
+    """Poisson sampling, clipping and noise, Adam's server state: 4 rounds straight vs the CLI
+    stopped by SIGTERM (a preemption notice) mid-run, then rerun. The stop saves the round it
+    finished, off the checkpoint schedule, and exits 0."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
     from bigmodel_jax import checkpoint
     from bigmodel_jax.federated import run
 
-    cfg = fed_config(**{"data.seq_len": 80, "model.max_len": 80, "data.tfds_dir": str(tfds_dir),
-                        "fed.rounds": 4, "fed.client_fraction": 0.004, "fed.local_batch": 64, "fed.eval_every": 2,
-                        "fed.eval_windows": 256, "fed.checkpoint_every": 1, "fed.server_optimizer": "adam",
-                        "fed.server_lr": 0.01, "dp.clip": 0.5, "dp.noise_multiplier": 0.5})
+    settings = {"model.num_layers": 1, "model.width": 16, "model.num_heads": 2, "model.mlp_dim": 32,
+                "data.seq_len": 80, "model.max_len": 80, "data.tfds_dir": str(tfds_dir), "fed.client_lr": 0.5,
+                "fed.micro_batch": 0, "compilation_cache_dir": "", "fed.rounds": 4, "fed.client_fraction": 0.004,
+                "fed.local_batch": 64, "fed.eval_every": 2, "fed.eval_windows": 256, "fed.checkpoint_every": 4,
+                "fed.server_optimizer": "adam", "fed.server_lr": 0.01, "dp.clip": 0.5, "dp.noise_multiplier": 0.5}
+    cfg = fed_config(**settings)
     straight = run.run(cfg, tmp_path / "straight")
-    assert run.run(cfg, tmp_path / "resumed", stop_after=2) == {}
+    cmd = [sys.executable, "-m", "bigmodel_jax.federated", "--config", str(ROOT / "configs" / "fed_shakespeare.py"),
+           "--workdir", str(tmp_path / "resumed")] + [f"--config.{k}={v}" for k, v in settings.items()]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics, deadline = tmp_path / "resumed" / "metrics.jsonl", time.time() + 300
+    while not (metrics.exists() and metrics.read_text().strip()):  # round 1 done: stop in round 2
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0 and "stopped by SIGTERM after round" in out, out[-3000:]
+    stopped_at = int(out.split("stopped by SIGTERM after round ")[1].split()[0])
+    assert 1 <= stopped_at < 4 and checkpoint.read_meta(tmp_path / "resumed" / "checkpoints")["round"] == stopped_at
     resumed = run.run(cfg, tmp_path / "resumed")
     assert resumed["test"] == straight["test"] and resumed["epsilon"] == straight["epsilon"] < float("inf")
     assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")

@@ -31,6 +31,7 @@ from bigmodel_jax.data.tokenizers import load_tokenizer, train_tokenizer
 from bigmodel_jax.errors import ConfigError, DataError, RunError
 from bigmodel_jax.federated import algorithms, clients
 from bigmodel_jax.models.gpt import GPT
+from bigmodel_jax.preemption import EXIT_CODES, StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +117,16 @@ def make_eval(graphdef):
             n = np.zeros(EVAL_BATCH, np.int32)
             w[:len(windows[lo:lo + EVAL_BATCH])] = windows[lo:lo + EVAL_BATCH]
             n[:len(lengths[lo:lo + EVAL_BATCH])] = lengths[lo:lo + EVAL_BATCH]
-            a, b, c = eval_batch(params, w, n)
-            nll, correct, count = nll + float(a), correct + float(b), count + float(c)
+            batch_nll, batch_count, batch_correct = eval_batch(params, w, n)
+            nll, count, correct = nll + float(batch_nll), count + float(batch_count), correct + float(batch_correct)
         return {"loss": nll / count, "accuracy": correct / count, "tokens": count}
 
     return evaluate
 
 
-def run(cfg: ml_collections.ConfigDict, workdir: str | Path, stop_after: int | None = None) -> dict:
-    """Trains (or resumes) in workdir; returns the summary. stop_after: leave after that round as
-    if killed (tests)."""
+def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+    """Trains (or resumes) in workdir; returns the summary. SIGTERM or Ctrl-C (a preemption notice)
+    finishes the round, saves it and returns {"finished": False, "stopped_by": ...}."""
     workdir = Path(workdir)
     t_start = time.time()
     devices = jax.devices()
@@ -179,6 +180,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path, stop_after: int | N
     seconds = meta.get("seconds", 0.0)
     base_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2)
     last_eval: dict = meta.get("last_eval", {})
+    stop = StopRequest()
+    stop.install()
     try:
         for r in range(start, f.rounds):
             t0 = time.time()
@@ -211,14 +214,16 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path, stop_after: int | N
                 log.info("round %d: train loss %.4f, test loss %.4f, accuracy %.4f%s (%.1f s/round)", done,
                          row["loss"], last_eval["loss"], last_eval["accuracy"],
                          f", epsilon {row['epsilon']:.3g}" if private else "", elapsed)
-            if done % f.checkpoint_every == 0 or done == f.rounds:
+            stopping = done < f.rounds and stop.should_stop(done)
+            if done % f.checkpoint_every == 0 or done == f.rounds or stopping:
                 ckpt.save(done, params, opt_state, {"round": done, "seconds": seconds, "target_round": target_round,
                                                     "last_eval": last_eval, "config": cfg.to_dict()})
-            if stop_after is not None and done >= stop_after:
+            if stopping:
                 ckpt.wait()
-                return {}
+                return {"step": done, "finished": False, "stopped_by": stop.signal_name}
         ckpt.wait()
     finally:
+        stop.restore()
         ckpt.close()
         writer.close()
     summary = {"step": f.rounds, "finished": True, "seconds": round(seconds, 2), "validation": last_eval,
@@ -258,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as e:
         print(f"training stopped: {e}", file=sys.stderr)
         return 3
+    if not summary["finished"]:
+        print(f"stopped by {summary['stopped_by']} after round {summary['step']} (checkpoint saved); rerun the "
+              "same command to resume")
+        return EXIT_CODES.get(summary["stopped_by"], 0)
     acc = summary["test"].get("accuracy", math.nan)
     print(f"done: {summary['step']} rounds, test accuracy {acc:.4f}"
           + (f", target {summary['target_accuracy']} reached at round {summary['target_round']}"
