@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments import arms, report, runs
+from experiments import arms, plots, report, runs
 
 CONFIG = str(arms.ROOT / "configs" / "fed_shakespeare.py")
 METRIC = "val/accuracy"
@@ -25,28 +25,6 @@ NOISES = [0.0, 0.1, 0.3, 1.0]  # z; 0 = clipping alone
 QUICK = {"fed.rounds": 30, "fed.client_fraction": 0.02, "fed.local_epochs": 1, "fed.local_batch": 10,
          "fed.client_lr": 0.1, "fed.eval_every": 10, "fed.eval_windows": 4096, "fed.checkpoint_every": 10}
 FULL = dict(QUICK, **{"fed.rounds": 200, "fed.client_fraction": 0.05, "fed.eval_windows": 8192})
-
-
-def plot(points: list[tuple[float, float, str]], baseline: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    finite = [(e, a, z) for e, a, z in points if math.isfinite(e)]
-    ax.plot([e for e, _, _ in finite], [a for _, a, _ in finite], "o-", label="DP-FedAvg")
-    for e, a, z in finite:
-        ax.annotate(f"z={z}", (e, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.axhline(baseline, color="gray", linestyle="--", label="FedAvg, no DP")
-    ax.set_xscale("log")
-    ax.set_xlabel("epsilon (delta = 1/N^1.1)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{eps:.3g} | {acc:.4f} |")
         points.append((eps, acc, z))
         info[f"z={z:g}"] = {"epsilon": eps, "accuracy": acc, "delta": r.summary.get("delta")}
-    plot(points, base_acc, workdir / "accuracy_vs_epsilon.png")
+    clip_only = info.get("z=0", {}).get("accuracy", math.nan)
+    plots.plot_against_epsilon([p for p in points if p[2] > 0], {"FedAvg, no DP": base_acc,
+                                                                 "clipping alone": clip_only},
+                               "test accuracy", workdir / "accuracy_vs_epsilon.png")
     text = "\n".join(rows) + "\n\nBudget: " + ", ".join(f"{k.removeprefix('fed.')}={v}" for k, v in budget.items())
     text += ". Every run: results.md; accuracy_vs_epsilon.png.\n\n"
     arms.write_summary(workdir, "DP-FedAvg on Shakespeare: accuracy against epsilon", text, info, args)

@@ -102,3 +102,32 @@ def plot_metric_vs_key(table: list[dict], keys: list[str], key: str, metric: str
     plt.close(fig)
 
 
+
+
+def plot_against_epsilon(points: list[tuple[float, float, float]], references: dict[str, float], ylabel: str,
+                         path: Path) -> None:
+    """A privacy trade-off: (epsilon, metric, noise multiplier z) per private run on a log epsilon
+    axis, the non-private runs (no DP, clipping alone) as labelled horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    finite = sorted((e, v, z) for e, v, z in points if math.isfinite(e))
+    ax.plot([e for e, _, _ in finite], [v for _, v, _ in finite], "o-", label="private (noise multiplier z)")
+    for e, v, z in finite:
+        ax.annotate(f"z={z:g}", (e, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for (name, value), style in zip(references.items(), ("--", ":", "-.")):
+        if math.isfinite(value):
+            ax.axhline(value, color="gray", linestyle=style, label=name)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("epsilon (RDP accountant)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
