@@ -272,10 +272,12 @@ def _rows(workdir):
 
 
 @pytest.mark.slow
-def test_a_stopped_dp_fedadam_run_resumes_to_the_same_model(tfds_dir, tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_dp_fedadam_run_resumes_to_the_same_model(tfds_dir, tmp_path, how):
     """Poisson sampling, clipping and noise, Adam's server state: 4 rounds straight vs the CLI
-    stopped by SIGTERM (a preemption notice) mid-run, then rerun. The stop saves the round it
-    finished, off the checkpoint schedule, and exits 0."""
+    stopped mid-run, then rerun. SIGTERM (a preemption notice): the round it finished is saved off
+    the checkpoint schedule and the CLI exits 0. SIGKILL, once round 2's checkpoint is committed:
+    the rerun redoes what came after it."""
     import signal
     import subprocess
     import sys
@@ -287,25 +289,37 @@ def test_a_stopped_dp_fedadam_run_resumes_to_the_same_model(tfds_dir, tmp_path):
     settings = {"model.num_layers": 1, "model.width": 16, "model.num_heads": 2, "model.mlp_dim": 32,
                 "data.seq_len": 80, "model.max_len": 80, "data.tfds_dir": str(tfds_dir), "fed.client_lr": 0.5,
                 "fed.micro_batch": 0, "compilation_cache_dir": "", "fed.rounds": 4, "fed.client_fraction": 0.004,
-                "fed.local_batch": 64, "fed.eval_every": 2, "fed.eval_windows": 256, "fed.checkpoint_every": 4,
+                "fed.local_batch": 64, "fed.eval_every": 2, "fed.eval_windows": 256,
+                "fed.checkpoint_every": 4 if how == "SIGTERM" else 2,
                 "fed.server_optimizer": "adam", "fed.server_lr": 0.01, "dp.clip": 0.5, "dp.noise_multiplier": 0.5}
     cfg = fed_config(**settings)
     straight = run.run(cfg, tmp_path / "straight")
+    workdir = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "bigmodel_jax.federated", "--config", str(ROOT / "configs" / "fed_shakespeare.py"),
-           "--workdir", str(tmp_path / "resumed")] + [f"--config.{k}={v}" for k, v in settings.items()]
+           "--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in settings.items()]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics, deadline = tmp_path / "resumed" / "metrics.jsonl", time.time() + 300
-    while not (metrics.exists() and metrics.read_text().strip()):  # round 1 done: stop in round 2
+    metrics, deadline = workdir / "metrics.jsonl", time.time() + 300
+
+    def reached() -> bool:  # SIGTERM once round 1 is done (it stops in round 2); SIGKILL once round 2 is saved
+        if how == "SIGTERM":
+            return metrics.exists() and bool(metrics.read_text().strip())
+        return (workdir / "checkpoints" / "2").is_dir()
+
+    while not reached():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, how))
     out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0 and "stopped by SIGTERM after round" in out, out[-3000:]
-    stopped_at = int(out.split("stopped by SIGTERM after round ")[1].split()[0])
-    assert 1 <= stopped_at < 4 and checkpoint.read_meta(tmp_path / "resumed" / "checkpoints")["round"] == stopped_at
-    resumed = run.run(cfg, tmp_path / "resumed")
+    if how == "SIGTERM":
+        assert proc.returncode == 0 and "stopped by SIGTERM after round" in out, out[-3000:]
+        stopped_at = int(out.split("stopped by SIGTERM after round ")[1].split()[0])
+    else:
+        assert proc.returncode == -signal.SIGKILL, out[-3000:]
+        stopped_at = 2
+    assert 1 <= stopped_at < 4 and checkpoint.read_meta(workdir / "checkpoints")["round"] == stopped_at
+    resumed = run.run(cfg, workdir)
     assert resumed["test"] == straight["test"] and resumed["epsilon"] == straight["epsilon"] < float("inf")
-    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "straight")
+    assert _rows(workdir) == _rows(tmp_path / "straight")
     a = checkpoint.read_meta(tmp_path / "straight" / "checkpoints")
     assert a["round"] == 4
     import orbax.checkpoint as ocp
