@@ -297,7 +297,8 @@ def test_a_stopped_or_killed_dp_fedadam_run_resumes_to_the_same_model(tfds_dir, 
     workdir = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "bigmodel_jax.federated", "--config", str(ROOT / "configs" / "fed_shakespeare.py"),
            "--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in settings.items()]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "cli.log"  # a file, not a pipe nobody reads until the end (it could fill and block the CLI)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     metrics, deadline = workdir / "metrics.jsonl", time.time() + 300
 
     def reached() -> bool:  # SIGTERM once round 1 is done (it stops in round 2); SIGKILL once round 2 is saved
@@ -306,10 +307,11 @@ def test_a_stopped_or_killed_dp_fedadam_run_resumes_to_the_same_model(tfds_dir, 
         return (workdir / "checkpoints" / "2").is_dir()
 
     while not reached():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
     proc.send_signal(getattr(signal, how))
-    out = proc.communicate(timeout=120)[0]
+    proc.wait(timeout=120)
+    out = log.read_text()
     if how == "SIGTERM":
         assert proc.returncode == 0 and "stopped by SIGTERM after round" in out, out[-3000:]
         stopped_at = int(out.split("stopped by SIGTERM after round ")[1].split()[0])
