@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from experiments import runs, sweep
+from experiments import report, runs, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,18 @@ def run_arm(workdir: Path, config: str, grid: dict[str, Sequence], sets: dict[st
     if rc == 130:  # Ctrl-C: stop the whole ablation (rerun it to resume)
         raise KeyboardInterrupt
     return workdir
+
+
+def privacy_arms(workdir: Path, config: str, noise_key: str, noises: Sequence[float], clip: dict[str, float],
+                 budget: dict[str, object], jobs: int, metric: str) -> tuple[runs.Run | None, dict[float, runs.Run]]:
+    """A privacy trade-off: one run without DP (no_dp/) and one per noise multiplier with the
+    clip settings (dp/), then their report; returns the finished no-DP run and {noise: run}."""
+    run_arm(workdir / "no_dp", config, {}, budget, [0], jobs, metric)
+    run_arm(workdir / "dp", config, {noise_key: noises}, dict(budget, **clip), [0], jobs, metric)
+    report.build([workdir / "no_dp", workdir / "dp"], metric, [noise_key], workdir)
+    done = [r for r in runs.find_runs([workdir / "no_dp", workdir / "dp"]) if r.status == "done"]
+    base = next((r for r in done if r.sweep == "no_dp"), None)
+    return base, {r.config.get(noise_key): r for r in done if r.sweep == "dp"}
 
 
 def tuned_arm(workdir: Path, config: str, key: str, values: Sequence, sets: dict[str, object], seeds: Sequence[int],

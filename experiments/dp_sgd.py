@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments import arms, plots, report, runs
+from experiments import arms, plots, runs
 
 CONFIG = str(arms.ROOT / "configs" / "gpt_char.py")
 METRIC = "val/loss"
@@ -35,23 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     args = arms.parser("python -m experiments.dp_sgd", __doc__, "runs/ablations/dp_sgd").parse_args(argv)
     workdir = Path(args.workdir)
     budget = FULL if args.full else QUICK
-    arms.run_arm(workdir / "no_dp", CONFIG, {}, budget, [0], args.jobs, METRIC)
-    arms.run_arm(workdir / "dp", CONFIG, {"optim.dp_noise": NOISES}, dict(budget, **{"optim.dp_clip": CLIP}), [0],
-                 args.jobs, METRIC)
-    report.build([workdir / "no_dp", workdir / "dp"], METRIC, ["optim.dp_noise"], workdir)
-    done = [r for r in runs.find_runs([workdir / "no_dp", workdir / "dp"]) if r.status == "done"]
-    found = {(r.sweep, r.config.get("optim.dp_noise") if r.sweep == "dp" else None): r for r in done}
+    base, by_noise = arms.privacy_arms(workdir, CONFIG, "optim.dp_noise", NOISES, {"optim.dp_clip": CLIP}, budget,
+                                       args.jobs, METRIC)
 
     def final(run):
         return runs.metric_values(run, METRIC)[0]
 
-    base = found.get(("no_dp", None))
     base_loss = final(base) if base else math.nan
     rows = ["| setting | noise z | epsilon | final validation loss | tokens/s |", "|---|---:|---:|---:|---:|",
             f"| Adam, no DP | - | - | {base_loss:.4f} | {base.speed if base else math.nan:,.0f} |"]
     points, info = [], {"no_dp": base_loss, "clip": CLIP, "budget": budget}
     for z in NOISES:
-        r = found.get(("dp", z))
+        r = by_noise.get(z)
         if r is None:
             rows.append(f"| DP-SGD (Adam), clip {CLIP} | {z:g} | - | failed (see results.md) | - |")
             continue

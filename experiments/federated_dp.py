@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments import arms, plots, report, runs
+from experiments import arms, plots
 
 CONFIG = str(arms.ROOT / "configs" / "fed_shakespeare.py")
 METRIC = "val/accuracy"
@@ -31,19 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     args = arms.parser("python -m experiments.federated_dp", __doc__, "runs/ablations/federated_dp").parse_args(argv)
     workdir = Path(args.workdir)
     budget = FULL if args.full else QUICK
-    arms.run_arm(workdir / "no_dp", CONFIG, {}, budget, [0], args.jobs, METRIC)
-    arms.run_arm(workdir / "dp", CONFIG, {"dp.noise_multiplier": NOISES}, dict(budget, **{"dp.clip": CLIP}), [0],
-                 args.jobs, METRIC)
-    report.build([workdir / "no_dp", workdir / "dp"], METRIC, ["dp.noise_multiplier"], workdir)
-    done = [r for r in runs.find_runs([workdir / "no_dp", workdir / "dp"]) if r.status == "done"]
-    found = {(r.sweep, r.config.get("dp.noise_multiplier") if r.sweep == "dp" else None): r for r in done}
-    base = found.get(("no_dp", None))
+    base, by_noise = arms.privacy_arms(workdir, CONFIG, "dp.noise_multiplier", NOISES, {"dp.clip": CLIP}, budget,
+                                       args.jobs, METRIC)
     base_acc = base.summary["test"]["accuracy"] if base else math.nan
     rows = ["| setting | noise z | epsilon | final test accuracy |", "|---|---:|---:|---:|",
             f"| FedAvg, no DP | - | - | {base_acc:.4f} |"]
     points, info = [], {"no_dp": base_acc, "clip": CLIP, "budget": budget}
     for z in NOISES:
-        r = found.get(("dp", z))
+        r = by_noise.get(z)
         if r is None:
             rows.append(f"| DP-FedAvg, clip {CLIP} | {z:g} | - | failed (see results.md) |")
             continue
