@@ -7,7 +7,7 @@
 
 One client per (play, role) with >= 2 lines (1,273 clients from our 38 plays; the paper's 1,146 from
 37), each client's first 80% of lines for training and the rest for test; test accuracy is over
-every client's test windows (or the first fed.eval_windows of them in a fixed shuffle).
+every client's test windows (or the first fed.eval_examples of them in a fixed shuffle).
 
 Variants: `fedsgd` (E = 1, one full-batch step per client and round), `fedprox` (mu = 0.01),
 `fedadam` (server Adam, Reddi et al. 2021), `dp` (DP-FedAvg: Poisson sampling, clip 0.5, noise 1.0).
@@ -38,16 +38,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         rounds=100,
         client_fraction=0.05,  # C: clients per round as a fraction of all (the paper: 0.1)
         local_epochs=1,  # E
-        local_batch=10,  # B, in windows; 0 = the client's whole data in one step
+        local_batch=10,  # B, in examples (windows here); 0 = the client's whole data in one step
         client_lr=1.0,
         prox_mu=0.0,  # FedProx's mu (algorithm "fedprox")
-        micro_batch=64,  # windows per gradient chunk inside a local step (memory only; 0 = the whole batch)
+        micro_batch=64,  # examples per gradient chunk inside a local step (memory only; 0 = the whole batch)
         group_size=16,  # most clients per compiled call (a multiple of the devices on the clients axis)
-        group_windows=2048,  # a group of large clients holds fewer of them: about this many windows
-        min_windows=8,  # a group is padded to a power of two of windows, at least this
+        group_examples=2048,  # a group of large clients holds fewer of them: about this many examples
+        min_examples=8,  # a group is padded to a power of two of examples, at least this
         server_optimizer="sgd",  # "sgd" (rate 1: FedAvg's average) | "adam" | "yogi"
         server_lr=1.0, server_momentum=0.0, server_b1=0.9, server_b2=0.99, server_eps=1e-3,
-        eval_every=5, eval_windows=4096,  # 0 = every test window
+        eval_every=5, eval_examples=4096,  # 0 = every test example
         target_accuracy=0.0,  # the log names the first round that reaches it (0 = none)
         checkpoint_every=10, keep_checkpoints=2,
     ))

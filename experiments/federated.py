@@ -34,10 +34,10 @@ ARMS = {  # name -> overrides
 }
 LRS = {"fedsgd": [0.03, 0.1, 0.3, 1.0], "fedavg": [0.1, 0.3, 0.6]}  # client learning rates tuned on seed 0
 QUICK = {"budget": {"fed.rounds": 60, "fed.client_fraction": 0.02, "fed.local_epochs": 1, "fed.eval_every": 5,
-                    "fed.eval_windows": 4096, "fed.checkpoint_every": 20},
+                    "fed.eval_examples": 4096, "fed.checkpoint_every": 20},
          "targets": [0.25, 0.30, 0.35, 0.40], "seeds": [0]}
 FULL = {"budget": {"fed.rounds": 200, "fed.client_fraction": 0.05, "fed.local_epochs": 5, "fed.eval_every": 5,
-                   "fed.eval_windows": 8192, "fed.checkpoint_every": 20},
+                   "fed.eval_examples": 8192, "fed.checkpoint_every": 20},
         "targets": [0.35, 0.40, 0.45, 0.50], "seeds": [0, 1]}
 
 
@@ -47,19 +47,21 @@ def rounds_to(run: runs.Run, target: float) -> int | None:
     return next((r for r in sorted(curve) if curve[r] >= target), None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = arms.parser("python -m experiments.federated", __doc__, "runs/ablations/federated").parse_args(argv)
+def compare(args, config: str, arm_overrides: dict[str, dict], lrs: dict[str, list[float]], setup: dict,
+            title: str, notes: str = "") -> dict:
+    """Runs the arms ("<algorithm>_<partition>": overrides), each algorithm's client rate tuned on
+    the role split; writes the report, curves.png and summary.md (title, the rounds-to-target table,
+    notes); returns summary.json's numbers."""
     workdir = Path(args.workdir)
-    setup = FULL if args.full else QUICK
     budget, targets, seeds = setup["budget"], setup["targets"], setup["seeds"]
     best = {}
-    for name, overrides in ARMS.items():
+    for name, overrides in arm_overrides.items():
         algorithm, partition = name.split("_")
         # the IID control reuses its algorithm's rate tuned on the role split (--full tunes it again)
-        lrs = LRS[algorithm] if partition == "role" or args.full else [best[f"{algorithm}_role"]]
-        best[name] = arms.tuned_arm(workdir / name, CONFIG, "fed.client_lr", lrs, {**overrides, **budget}, seeds,
+        grid = lrs[algorithm] if partition == "role" or args.full else [best[f"{algorithm}_role"]]
+        best[name] = arms.tuned_arm(workdir / name, config, "fed.client_lr", grid, {**overrides, **budget}, seeds,
                                     args.jobs, METRIC)
-    dirs = [workdir / name for name in ARMS]
+    dirs = [workdir / name for name in arm_overrides]
     report.build(dirs, METRIC, ["fed.client_lr"], workdir)
     best_runs = [r for r in runs.find_runs(dirs) if r.config.get("fed.client_lr") == best[r.sweep]]
     plots.plot_curves(best_runs, [], METRIC, workdir / "curves.png")
@@ -67,21 +69,27 @@ def main(argv: list[str] | None = None) -> int:
     rows = ["| arm | client lr (grid) | " + " | ".join(f"rounds to {t:.0%}" for t in targets)
             + " | final test accuracy | s / round |", "|---|---|" + "---:|" * (len(targets) + 2)]
     info = {"targets": targets, "budget": budget}
-    for name in ARMS:
+    for name in arm_overrides:
         mine = [r for r in best_runs if r.sweep == name and r.status == "done"]
         reached = {t: [rounds_to(r, t) for r in mine] for t in targets}
         shown = [", ".join(str(x) if x is not None else f">{rounds}" for x in reached[t]) or "-" for t in targets]
         acc = report.mean_std([r.summary.get("test", {}).get("accuracy", math.nan) for r in mine])
         speed = report.mean_std([r.summary.get("seconds", math.nan) / rounds for r in mine])
-        grid = ", ".join(f"{x:g}" for x in LRS[name.split("_")[0]]) if "role" in name or args.full else "from role"
+        grid = ", ".join(f"{x:g}" for x in lrs[name.split("_")[0]]) if "role" in name or args.full else "from role"
         rows.append(f"| {name} | {best[name]:g} ({grid}) | " + " | ".join(shown)
                     + f" | {report.fmt(*acc)} (n={len(mine)}) | {speed[0]:.1f} |")
         info[name] = {"client_lr": best[name], "rounds_to": {str(t): reached[t] for t in targets}, "accuracy": acc,
                       "seconds_per_round": speed}
-    text = "\n".join(rows) + "\n\n"
+    text = "\n".join(rows) + "\n\n" + notes
     text += ("Budget: " + ", ".join(f"{k.removeprefix('fed.')}={v}" for k, v in budget.items())
              + ". Every run: results.md; curves.png (test accuracy against rounds).\n\n")
-    arms.write_summary(workdir, "FedSGD vs FedAvg on Shakespeare, by role and IID", text, info, args)
+    arms.write_summary(workdir, title, text, info, args)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arms.parser("python -m experiments.federated", __doc__, "runs/ablations/federated").parse_args(argv)
+    compare(args, CONFIG, ARMS, LRS, FULL if args.full else QUICK, "FedSGD vs FedAvg on Shakespeare, by role and IID")
     return 0
 
 

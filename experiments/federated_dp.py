@@ -23,8 +23,8 @@ CLIP = 0.5
 NOISES = [0.0, 0.1, 0.3, 1.0]  # z; 0 = clipping alone
 # client_lr 0.1: the best FedAvg learning rate of experiments/federated.py's sweep on the same clients
 QUICK = {"fed.rounds": 30, "fed.client_fraction": 0.02, "fed.local_epochs": 1, "fed.local_batch": 10,
-         "fed.client_lr": 0.1, "fed.eval_every": 10, "fed.eval_windows": 4096, "fed.checkpoint_every": 10}
-FULL = dict(QUICK, **{"fed.rounds": 200, "fed.client_fraction": 0.05, "fed.eval_windows": 8192})
+         "fed.client_lr": 0.1, "fed.eval_every": 10, "fed.eval_examples": 4096, "fed.checkpoint_every": 10}
+FULL = dict(QUICK, **{"fed.rounds": 200, "fed.client_fraction": 0.05, "fed.eval_examples": 8192})
 
 
 def main(argv: list[str] | None = None) -> int:

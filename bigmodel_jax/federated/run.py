@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,13 +25,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from bigmodel_jax import checkpoint, config as config_lib, privacy
+from bigmodel_jax import checkpoint, config as config_lib, privacy, tasks
 from bigmodel_jax import metrics as metrics_lib
-from bigmodel_jax.data import fed_shakespeare, plays
-from bigmodel_jax.data.tokenizers import load_tokenizer, train_tokenizer
+from bigmodel_jax.data import plays
 from bigmodel_jax.errors import ConfigError, DataError, RunError
 from bigmodel_jax.federated import algorithms, clients
-from bigmodel_jax.models.gpt import GPT
+from bigmodel_jax.federated import tasks as fed_tasks
 from bigmodel_jax.preemption import EXIT_CODES, StopRequest
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ EVAL_BATCH = 256
 def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
     """Every value checked before anything loads or compiles."""
     f, m = cfg.fed, cfg.model
+    if cfg.task not in fed_tasks.CLIENTS:
+        raise ConfigError("task", cfg.task, " | ".join(fed_tasks.CLIENTS))
     checks = [
         ("fed.algorithm", f.algorithm in ALGORITHMS, " | ".join(ALGORITHMS)),
         ("fed.server_optimizer", f.server_optimizer in algorithms.SERVER_OPTIMIZERS,
@@ -51,16 +53,16 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
         ("fed.rounds", f.rounds >= 1, "at least 1"),
         ("fed.client_fraction", 0 < f.client_fraction <= 1, "in (0, 1]"),
         ("fed.local_epochs", f.local_epochs >= 1, "at least 1"),
-        ("fed.local_batch", f.local_batch >= 0, "windows per local step, 0 = the whole client"),
+        ("fed.local_batch", f.local_batch >= 0, "examples per local step, 0 = the whole client"),
         ("fed.client_lr", f.client_lr > 0, "positive"),
         ("fed.server_lr", f.server_lr > 0, "positive"),
         ("fed.prox_mu", f.prox_mu >= 0 and (f.prox_mu == 0 or f.algorithm == "fedprox"),
          "non-negative, and only with fed.algorithm=fedprox"),
         ("fed.micro_batch", f.micro_batch >= 0, "non-negative (0 = the whole local batch)"),
-        ("fed.min_windows", f.min_windows >= 1, "at least 1"),
-        ("fed.group_windows", f.group_windows >= 1, "at least 1"),
+        ("fed.min_examples", f.min_examples >= 1, "at least 1"),
+        ("fed.group_examples", f.group_examples >= 1, "at least 1"),
         ("fed.eval_every", f.eval_every >= 1, "at least 1"),
-        ("fed.eval_windows", f.eval_windows >= 0, "non-negative (0 = every test window)"),
+        ("fed.eval_examples", f.eval_examples >= 0, "non-negative (0 = every test example)"),
         ("fed.checkpoint_every", f.checkpoint_every >= 1, "at least 1"),
         ("fed.target_accuracy", 0 <= f.target_accuracy < 1, "in [0, 1)"),
         ("data.seq_len", 1 <= cfg.data.seq_len <= m.max_len, f"in [1, model.max_len={m.max_len}]"),
@@ -82,44 +84,25 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
     plays.check_plays_dir(cfg.data.plays_dir)
 
 
-def load_data(cfg: ml_collections.ConfigDict, workdir: Path):
-    """(tokenizer, train ClientSet, test windows, test lengths): the tokenizer is trained on every
-    client's training text on the first run and reloaded after; the test windows are every
-    client's, in a fixed shuffle, cut to fed.eval_windows."""
-    tfds_dir = os.path.expanduser(cfg.data.tfds_dir)
-    plays_dir = os.path.expanduser(cfg.data.plays_dir) if cfg.data.plays_dir else None
-    found = fed_shakespeare.load_clients(tfds_dir, plays_dir)
-    if cfg.data.partition == "iid":
-        found = fed_shakespeare.iid_partition(found, cfg.seed)
-    train_texts = ["\n".join(c.train_lines) for c in found]
-    try:
-        tokenizer = load_tokenizer(workdir)
-    except FileNotFoundError:
-        tokenizer = train_tokenizer("char", "\n".join(train_texts) + "\n", 0)
-        tokenizer.save(workdir)
-    ids = [c.id for c in found]
-    train = clients.client_set(ids, train_texts, tokenizer.encode_array, cfg.data.seq_len)
-    test = clients.client_set(ids, ["\n".join(c.test_lines) for c in found], tokenizer.encode_array, cfg.data.seq_len)
-    order = np.random.default_rng(0).permutation(len(test.windows))
-    if cfg.fed.eval_windows:
-        order = order[:cfg.fed.eval_windows]
-    return tokenizer, train, test.windows[order], test.lengths[order]
+def make_stats(task: str, graphdef) -> Callable:
+    """(params, batch, real_b) -> (loss sum, count, correct): the task's statistics of the model."""
+    return lambda params, batch, real_b: fed_tasks.STATS[task](nnx.merge(graphdef, params), batch, real_b)
 
 
-def make_eval(graphdef):
-    eval_batch = jax.jit(lambda params, windows_bt, lengths_b: algorithms.token_stats(graphdef, params, windows_bt,
-                                                                                   lengths_b))
+def make_eval(stats: Callable) -> Callable:
+    eval_batch = jax.jit(stats)
 
-    def evaluate(params, windows, lengths) -> dict[str, float]:
-        nll = correct = count = 0.0
-        for lo in range(0, len(windows), EVAL_BATCH):
-            w = np.zeros((EVAL_BATCH, windows.shape[1]), np.int32)
-            n = np.zeros(EVAL_BATCH, np.int32)
-            w[:len(windows[lo:lo + EVAL_BATCH])] = windows[lo:lo + EVAL_BATCH]
-            n[:len(lengths[lo:lo + EVAL_BATCH])] = lengths[lo:lo + EVAL_BATCH]
-            batch_nll, batch_count, batch_correct = eval_batch(params, w, n)
-            nll, count, correct = nll + float(batch_nll), count + float(batch_count), correct + float(batch_correct)
-        return {"loss": nll / count, "accuracy": correct / count, "tokens": count}
+    def evaluate(params, examples: dict[str, np.ndarray]) -> dict[str, float]:
+        loss = correct = count = 0.0
+        n = len(next(iter(examples.values())))
+        for lo in range(0, n, EVAL_BATCH):
+            rows = min(EVAL_BATCH, n - lo)
+            batch = {k: np.zeros((EVAL_BATCH,) + a.shape[1:], a.dtype) for k, a in examples.items()}
+            for k, a in examples.items():
+                batch[k][:rows] = a[lo:lo + rows]
+            batch_loss, batch_count, batch_correct = eval_batch(params, batch, np.arange(EVAL_BATCH) < rows)
+            loss, count, correct = loss + float(batch_loss), count + float(batch_count), correct + float(batch_correct)
+        return {"loss": loss / count, "accuracy": correct / count, "count": count}
 
     return evaluate
 
@@ -139,28 +122,31 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     mesh = Mesh(np.asarray(devices[:axis]), ("clients",))
     rep, by_client = NamedSharding(mesh, P()), NamedSharding(mesh, P("clients"))
 
-    tokenizer, train, test_windows, test_lengths = load_data(cfg, workdir)
+    data = fed_tasks.CLIENTS[cfg.task](cfg, workdir)
+    train, test = data.train, data.test
     cfg = ml_collections.ConfigDict(cfg.to_dict())
-    cfg.model.vocab_size = tokenizer.vocab_size
+    cfg.model.update(data.model_overrides)
     num_clients = len(train.ids)
     delta = dp.delta or privacy.default_delta(num_clients)
     private = dp.clip > 0
-    log.info("%d clients (%s partition), %s training windows, %d test windows; mesh %s",
-             num_clients, cfg.data.partition, f"{len(train.windows):,}", len(test_windows), dict(mesh.shape))
+    log.info("%d clients (%s partition), %s training %s, %d test %s; mesh %s", num_clients, cfg.data.partition,
+             f"{len(train.weights):,}", data.unit, len(next(iter(test.values()))), data.unit, dict(mesh.shape))
 
-    model = GPT(cfg.model, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0)))
+    model = tasks.get(cfg.task).build_model(
+        cfg, nnx.Rngs(params=jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0)))
     graphdef, state = nnx.split(model, nnx.Param)
+    stats = make_stats(cfg.task, graphdef)
     params = jax.device_put(nnx.to_pure_dict(state), rep)
     tx = algorithms.server_optimizer(f)
     opt_state = jax.device_put(tx.init(params), rep)
     server = jax.jit(algorithms.make_server_update(
         tx, dp.noise_multiplier * dp.clip, f.client_fraction * num_clients if private else None), donate_argnums=(0, 1))
-    evaluate = make_eval(graphdef)
-    group_fns: dict[int, callable] = {}
+    evaluate = make_eval(stats)
+    group_fns: dict[int, Callable] = {}
 
     def group_fn(n_pad: int):
         if n_pad not in group_fns:
-            fn = algorithms.make_group_update(graphdef, f, dp.clip, n_pad)
+            fn = algorithms.make_group_update(stats, f, dp.clip, n_pad)
             group_fns[n_pad] = jax.jit(fn, in_shardings=(rep, rep) + (by_client,) * 4)
         return group_fns[n_pad]
 
@@ -188,9 +174,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
             round_key = jax.random.fold_in(base_key, r)
             members = clients.sample_round(num_clients, f.client_fraction, private, cfg.seed, r)
             total, weight, nll, count, norms = None, 0.0, 0.0, 0.0, []
-            for g in clients.round_groups(train, members, f.group_size, f.group_windows, f.min_windows, axis):
-                t, w, a, c, n = group_fn(g.windows.shape[1])(params, round_key, g.clients, g.windows, g.lengths,
-                                                            g.num_windows)
+            for g in clients.round_groups(train, members, f.group_size, f.group_examples, f.min_examples, axis):
+                t, w, a, c, n = group_fn(g.n_pad)(
+                    params, round_key, g.clients, g.arrays, g.num_examples, g.weights)
                 total = t if total is None else jax.tree.map(jnp.add, total, t)
                 weight, nll, count = weight + w, nll + a, count + c
                 norms.extend(np.asarray(n)[g.clients >= 0].tolist())
@@ -207,7 +193,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
             row.update(seconds=elapsed, clients_per_s=len(members) / elapsed)
             writer.write(done, "train", row)
             if done % f.eval_every == 0 or done == f.rounds:
-                last_eval = evaluate(params, test_windows, test_lengths)
+                last_eval = evaluate(params, test)
                 writer.write(done, "validation", last_eval)
                 if target_round is None and f.target_accuracy and last_eval["accuracy"] >= f.target_accuracy:
                     target_round = done
