@@ -40,6 +40,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         local_epochs=1,  # E
         local_batch=10,  # B, in examples (windows here); 0 = the client's whole data in one step
         client_lr=1.0,
+        client_optimizer="sgd",  # "sgd" (the paper's) | "adam" (fresh state each round)
         prox_mu=0.0,  # FedProx's mu (algorithm "fedprox")
         micro_batch=64,  # examples per gradient chunk inside a local step (memory only; 0 = the whole batch)
         group_size=16,  # most clients per compiled call (a multiple of the devices on the clients axis)

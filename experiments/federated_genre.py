@@ -5,9 +5,10 @@
 
 configs/fed_genre.py: the Shakespeare (play, role) clients, each holding its speeches labeled with
 its play's genre (6 classes), so every client holds a single label (the extreme label skew of the
-federated literature); the IID control deals the same training speeches evenly. FedAvg and FedAdam
-(server Adam, which Reddi et al. 2021 propose for heterogeneous clients) train the classify task's
-small BERT from random init; each one's client rate is tuned on the role split and reused for IID.
+federated literature); the IID control deals the same training speeches evenly. Three ways train the
+classify task's small BERT from random init: FedAvg (client SGD, server average), FedAdam (server
+Adam, Reddi et al. 2021) and FedAvg with Adam on the clients ("localadam"); each one's client rate
+is tuned on the role split and reused for IID.
 Beside them, the same training speeches pooled (no federation): TF-IDF + logistic regression, and
 always predicting the commonest genre.
 
@@ -27,9 +28,12 @@ from experiments.federated import compare
 
 CONFIG = str(arms.ROOT / "configs" / "fed_genre.py")
 ADAM = {"fed.server_optimizer": "adam", "fed.server_lr": 0.01}  # configs/fed_shakespeare.py's fedadam server
+LOCAL_ADAM = {"fed.client_optimizer": "adam"}  # FedAvg whose clients step with Adam (fresh state each round)
 ARMS = {"fedavg_role": {"data.partition": "role"}, "fedavg_iid": {"data.partition": "iid"},
-        "fedadam_role": {"data.partition": "role", **ADAM}, "fedadam_iid": {"data.partition": "iid", **ADAM}}
-LRS = {"fedavg": [0.03, 0.1, 0.3], "fedadam": [0.03, 0.1]}
+        "fedadam_role": {"data.partition": "role", **ADAM}, "fedadam_iid": {"data.partition": "iid", **ADAM},
+        "localadam_role": {"data.partition": "role", **LOCAL_ADAM},
+        "localadam_iid": {"data.partition": "iid", **LOCAL_ADAM}}
+LRS = {"fedavg": [0.03, 0.1, 0.3], "fedadam": [0.03, 0.1], "localadam": [3e-4, 1e-3, 3e-3]}
 QUICK = {"budget": {"fed.rounds": 60, "fed.client_fraction": 0.02, "fed.local_epochs": 1, "fed.eval_every": 5,
                     "fed.eval_examples": 0, "fed.checkpoint_every": 20},
          "targets": [0.30, 0.35, 0.40], "seeds": [0]}

@@ -1,8 +1,8 @@
 """FedSGD, FedAvg, FedProx and adaptive server optimizers as two compiled functions.
 
-Client (McMahan et al. 2017, Algorithm 1): E local epochs of SGD over minibatches of B windows
-drawn without replacement, from the round's global weights; FedProx (Li et al. 2020) adds
-mu/2 ||w - w_global||^2 to the local loss; FedSGD is E = 1 with one full-batch step (B = 0). The
+Client (McMahan et al. 2017, Algorithm 1): E local epochs of SGD (or Adam, fed.client_optimizer)
+over minibatches of B examples drawn without replacement, from the round's global weights; FedProx
+(Li et al. 2020) adds mu/2 ||w - w_global||^2 to the local loss; FedSGD is E = 1 with one full-batch step (B = 0). The
 group update vmaps that over a group of clients (`clients` mesh axis) with the local steps under
 lax.scan; each client runs as many steps as its own data needs, later steps leave it unchanged,
 so padding examples and empty padding clients never change a result. It returns the weighted sum
@@ -26,6 +26,7 @@ import optax
 from bigmodel_jax.optim import clip_to_norm
 
 SERVER_OPTIMIZERS = ("sgd", "adam", "yogi")
+CLIENT_OPTIMIZERS = ("sgd", "adam")
 
 
 def server_optimizer(fed: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -34,6 +35,12 @@ def server_optimizer(fed: ml_collections.ConfigDict) -> optax.GradientTransforma
     if fed.server_optimizer == "adam":
         return optax.adam(fed.server_lr, b1=fed.server_b1, b2=fed.server_b2, eps=fed.server_eps)
     return optax.yogi(fed.server_lr, b1=fed.server_b1, b2=fed.server_b2, eps=fed.server_eps)
+
+
+def client_optimizer(fed: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The local steps' optimizer, its state fresh each round: SGD as in McMahan et al., or Adam
+    (a transformer trained from scratch barely moves under plain SGD in a few rounds; docs/federated.md)."""
+    return optax.sgd(fed.client_lr) if fed.client_optimizer == "sgd" else optax.adam(fed.client_lr)
 
 
 def local_batch_size(fed: ml_collections.ConfigDict, n_pad: int) -> int:
@@ -50,6 +57,7 @@ def make_local_update(stats: Callable, fed: ml_collections.ConfigDict, n_pad: in
     chunks = -(-batch // micro)
     steps_per_epoch_max = -(-n_pad // batch)
     mu = fed.prox_mu if fed.algorithm == "fedprox" else 0.0
+    tx = client_optimizer(fed)
     grad_sum = jax.value_and_grad(lambda p, b, r: stats(p, b, r)[:2], has_aux=True)
 
     def batch_grad(params, batch_b, real_b):
@@ -76,18 +84,24 @@ def make_local_update(stats: Callable, fed: ml_collections.ConfigDict, n_pad: in
         perms = jnp.pad(perms, ((0, 0), (0, steps_per_epoch_max * batch - n_pad)))
 
         def step(carry, s):
-            params, loss_sum, count_sum = carry
+            params, opt_state, loss_sum, count_sum = carry
             epoch, j = jnp.minimum(s // steps_per_epoch, epochs - 1), s % steps_per_epoch
             pos = j * batch + jnp.arange(batch)
             rows = jax.lax.dynamic_slice(perms[epoch], (j * batch,), (batch,))
             real_b = (pos < n) & (s < total_steps)
             g, loss, count = batch_grad(params, jax.tree.map(lambda a: a[rows], examples_n), real_b)
-            new = jax.tree.map(lambda p, gp, p0: p - fed.client_lr * (gp + mu * (p - p0)), params, g, params0)
-            params = jax.tree.map(lambda a, b: jnp.where(s < total_steps, a, b), new, params)
-            return (params, loss_sum + loss, count_sum + count), None
+            if mu:
+                g = jax.tree.map(lambda gp, p, p0: gp + mu * (p - p0), g, params, params0)
+            updates, new_state = tx.update(g, opt_state, params)
 
-        (params, loss_sum, count), _ = jax.lax.scan(step, (params0, jnp.zeros(()), jnp.zeros(())),
-                                                    jnp.arange(epochs * steps_per_epoch_max))
+            def keep(new, old):  # a step past the client's data changes nothing
+                return jnp.where(s < total_steps, new, old)
+
+            params = jax.tree.map(keep, optax.apply_updates(params, updates), params)
+            return (params, jax.tree.map(keep, new_state, opt_state), loss_sum + loss, count_sum + count), None
+
+        carry = (params0, tx.init(params0), jnp.zeros(()), jnp.zeros(()))
+        (params, _, loss_sum, count), _ = jax.lax.scan(step, carry, jnp.arange(epochs * steps_per_epoch_max))
         return jax.tree.map(jnp.subtract, params, params0), loss_sum, count
 
     return local_update

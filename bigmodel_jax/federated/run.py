@@ -47,6 +47,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
         raise ConfigError("task", cfg.task, " | ".join(fed_tasks.CLIENTS))
     checks = [
         ("fed.algorithm", f.algorithm in ALGORITHMS, " | ".join(ALGORITHMS)),
+        ("fed.client_optimizer", f.client_optimizer in algorithms.CLIENT_OPTIMIZERS,
+         " | ".join(algorithms.CLIENT_OPTIMIZERS)),
         ("fed.server_optimizer", f.server_optimizer in algorithms.SERVER_OPTIMIZERS,
          " | ".join(algorithms.SERVER_OPTIMIZERS)),
         ("data.partition", cfg.data.partition in PARTITIONS, " | ".join(PARTITIONS)),
