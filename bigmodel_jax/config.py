@@ -28,6 +28,7 @@ from bigmodel_jax import sharding, tasks, transfer
 from bigmodel_jax.data.records import POLICIES as BAD_RECORD_POLICIES
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.eval_metrics import EVAL_METRICS
+from bigmodel_jax.models import lora
 from bigmodel_jax.models.layers import ATTENTION_IMPLS, cudnn_missing
 from bigmodel_jax.optim import NONFINITE_POLICIES
 
@@ -193,6 +194,9 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int, num_processes: in
     for key in ("optim.l1", "optim.l2"):  # a negative penalty would reward large weights
         if _has(cfg, key) and _get(cfg, key) < 0:
             raise ConfigError(key, _get(cfg, key), "0 (off) or a positive penalty strength")
+    bad_lora = lora.check(cfg)
+    if bad_lora:
+        raise ConfigError(*bad_lora)
     dp_clip, dp_noise = cfg.optim.get("dp_clip", 0.0), cfg.optim.get("dp_noise", 0.0)
     if dp_clip < 0 or dp_noise < 0 or (dp_noise > 0 and dp_clip == 0):
         raise ConfigError("optim.dp_noise" if dp_clip >= 0 else "optim.dp_clip", dp_noise if dp_clip >= 0 else dp_clip,

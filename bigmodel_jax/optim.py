@@ -49,10 +49,13 @@ PENALTIES: dict[str, Callable[[jax.Array], jax.Array]] = {"l1": jnp.sign, "l2": 
 NONFINITE_POLICIES = ("stop", "skip")  # train.on_nonfinite
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int, nonfinite: str = "stop"
+def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int, nonfinite: str = "stop",
+                    trainable: Callable[[tuple], bool] | None = None
                     ) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
     """cfg is `config.optim`; nonfinite is `train.on_nonfinite` (see guard_nonfinite). Returns
-    (tx, schedule); call tx.update with value=loss so a non-finite loss is caught too."""
+    (tx, schedule); call tx.update with value=loss so a non-finite loss is caught too.
+    trainable(path) -> bool: only those params are updated and hold optimizer state (LoRA's
+    adapters); clipping and penalties see them alone."""
     schedule = learning_rate_schedule(cfg, num_steps)
     if cfg.name == "adamw":
         core = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
@@ -64,7 +67,11 @@ def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int, nonfinite: s
                            optax.sgd(schedule, momentum=cfg.momentum or None))
     chain = [penalty(cfg[key], grad_fn) for key, grad_fn in PENALTIES.items() if cfg.get(key, 0.0) > 0]
     chain += [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
-    return guard_nonfinite(optax.chain(*chain, core), nonfinite), schedule
+    inner = optax.chain(*chain, core)
+    if trainable is not None:
+        inner = optax.multi_transform({"train": inner, "frozen": optax.set_to_zero()}, lambda params: (
+            jax.tree_util.tree_map_with_path(lambda path, _: "train" if trainable(path) else "frozen", params)))
+    return guard_nonfinite(inner, nonfinite), schedule
 
 
 class GuardState(NamedTuple):

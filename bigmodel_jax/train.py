@@ -35,6 +35,7 @@ from flax import nnx
 from bigmodel_jax import checkpoint, config as config_lib, distributed, fault_injection, metrics as metrics_lib
 from bigmodel_jax import privacy, sharding, tasks, transfer
 from bigmodel_jax.errors import ConfigError, DataError, RunError, WeightsError
+from bigmodel_jax.models import lora
 from bigmodel_jax.optim import accumulate_gradients, build_optimizer, private_gradients, weighted_pmean
 from bigmodel_jax.preemption import EXIT_CODES, StopRequest
 from bigmodel_jax.tasks.protocol import EvalSet
@@ -70,11 +71,14 @@ def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
     param_sh = sharding.shardings_for(abstract_params, specs, mesh)
 
     def init_params(key):
-        return nnx.to_pure_dict(nnx.state(task.build_model(cfg, nnx.Rngs(params=key)), nnx.Param))
+        return nnx.to_pure_dict(nnx.state(tasks.build_model(cfg, nnx.Rngs(params=key)), nnx.Param))
 
-    tx, schedule = build_optimizer(cfg.optim, cfg.train.num_steps, cfg.train.on_nonfinite)
+    trainable = lora.trainable(cfg)
+    tx, schedule = build_optimizer(cfg.optim, cfg.train.num_steps, cfg.train.on_nonfinite, trainable=trainable)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
+    state_sh = param_sh if trainable is None else jax.tree_util.tree_map_with_path(  # LoRA: the trained ones' only
+        lambda path, sh: sh if trainable(path) else optax.MaskedNode(), param_sh)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, state_sh,
                                    transform_non_params=lambda _: sharding.replicated(mesh))
     init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0)
     params = jax.jit(init_params, out_shardings=param_sh)(init_key)
@@ -94,11 +98,18 @@ def make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh):
     noise_base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 3)
     pmap_mode = cfg.parallel.mode == "pmap"
     dp_clip, dp_noise = cfg.optim.get("dp_clip", 0.0), cfg.optim.get("dp_noise", 0.0)
+    trainable = lora.trainable(cfg)
 
     def loss_and_grad(params, batch, rng):
         def f(p):  # training always gets rngs (None means evaluation); a rate of 0 draws nothing
             return task.loss_fn(nnx.merge(graphdef, p), batch, nnx.Rngs(dropout=rng))
-        return jax.value_and_grad(f, has_aux=True)(params)
+        if trainable is None:
+            return jax.value_and_grad(f, has_aux=True)(params)
+        # LoRA: differentiate what trains alone (no weight gradients of the frozen base are
+        # computed); the base's gradient is zeros, which the optimizer ignores (build_optimizer)
+        train_part, frozen = lora.split(params, trainable)
+        out, grads = jax.value_and_grad(lambda t: f(lora.join(t, frozen)), has_aux=True)(train_part)
+        return out, lora.join(grads, jax.tree.map(jnp.zeros_like, frozen))
 
     def step_fn(params, opt_state, batch, step):
         rng = jax.random.fold_in(dropout_base, step)
@@ -253,7 +264,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         source = task.adapt_source(transfer.source_params(cfg.init_from),
                                    {k: v.shape for k, v in transfer.flat_params(params).items()}, cfg)
         params = transfer.transfer_params(params, param_sh, source, cfg.init_from)
-    log.info("model: %s params; train %s, validation %s", f"{n_params:,}", data.train_size, data.validation.size)
+    trained = ""
+    if lora.trainable(cfg) is not None:  # LoRA: what the optimizer updates
+        n_trained = sum(x.size for x in lora.split(params, lora.trainable(cfg))[0].values())
+        trained = f" ({n_trained:,} trained: the adapters and model.lora.also_train)"
+    log.info("model: %s params%s; train %s, validation %s", f"{n_params:,}", trained, data.train_size,
+             data.validation.size)
 
     seq_len = task.tokens_per_example(cfg)
     tokens_per_step = cfg.train.batch_size * seq_len

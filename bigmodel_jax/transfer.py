@@ -27,7 +27,7 @@ from flax import nnx
 
 from bigmodel_jax import checkpoint, hf, hf_t5, pretrained, tasks
 from bigmodel_jax.errors import ConfigError
-from bigmodel_jax.models import bert, encdec, gpt, vit
+from bigmodel_jax.models import bert, encdec, gpt, lora, vit
 from bigmodel_jax.models.layers import cudnn_missing
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def source_params(init_from: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError("init_from", init_from, "a workdir with checkpoints/ inside, or a Hugging Face "
                           "directory with config.json + model.safetensors") from None
-    return flat_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    return flat_params(nnx.to_pure_dict(nnx.state(lora.merge(model), nnx.Param)))  # adapters folded in
 
 
 def transfer_params(params: Any, param_sh: Any, source: dict[str, Any], init_from: str) -> Any:

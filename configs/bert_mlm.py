@@ -11,6 +11,8 @@ training curve: the budget is what a laptop affords, not what BERT-mini was trai
 
 import ml_collections
 
+from bigmodel_jax.models.lora import lora_config
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -30,6 +32,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         scan_layers=False,  # True: one lax.scan over the stacked blocks (docs/speed.md: its compile and step cost)
         num_outputs=0,  # finetuning heads: 0 = from the labeled data
     ))
+    c.model.lora = lora_config()  # LoRA adapters (models/lora.py): rank 0 = none
     c.data = ml_collections.ConfigDict(dict(
         plays_dir="", tfds_dir="~/.cache/bigmodel_jax/tfds",
         tokenizer_dir="",  # "" = the init_from source's, else a WordPiece vocabulary trained here

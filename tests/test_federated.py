@@ -287,6 +287,9 @@ def test_a_bad_federated_config_is_refused_before_anything_runs(tmp_path, capsys
     assert "fed.client_optimizer" in capsys.readouterr().err
     assert run.main([f"--config={config}", f"--workdir={tmp_path}", "--config.task=mlm"]) == 2
     assert "causal_lm | classify" in capsys.readouterr().err
+    genre = str(ROOT / "configs" / "fed_genre.py")
+    assert run.main([f"--config={genre}", f"--workdir={tmp_path}", "--config.model.lora.rank=4"]) == 2
+    assert "model.lora.rank" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

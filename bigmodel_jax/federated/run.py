@@ -31,6 +31,7 @@ from bigmodel_jax.data import plays
 from bigmodel_jax.errors import ConfigError, DataError, RunError
 from bigmodel_jax.federated import algorithms, clients
 from bigmodel_jax.federated import tasks as fed_tasks
+from bigmodel_jax.models import lora
 from bigmodel_jax.preemption import EXIT_CODES, StopRequest
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
     f, m = cfg.fed, cfg.model
     if cfg.task not in fed_tasks.CLIENTS:
         raise ConfigError("task", cfg.task, " | ".join(fed_tasks.CLIENTS))
+    if lora.enabled(cfg):
+        raise ConfigError("model.lora.rank", m.lora.rank, "0: federated runs train every parameter (no LoRA there)")
     checks = [
         ("fed.algorithm", f.algorithm in ALGORITHMS, " | ".join(ALGORITHMS)),
         ("fed.client_optimizer", f.client_optimizer in algorithms.CLIENT_OPTIMIZERS,
@@ -134,8 +137,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     log.info("%d clients (%s partition), %s training %s, %d test %s; mesh %s", num_clients, cfg.data.partition,
              f"{len(train.weights):,}", data.unit, len(next(iter(test.values()))), data.unit, dict(mesh.shape))
 
-    model = tasks.get(cfg.task).build_model(
-        cfg, nnx.Rngs(params=jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0)))
+    model = tasks.get(cfg.task).build_model(cfg, nnx.Rngs(params=jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0)))
     graphdef, state = nnx.split(model, nnx.Param)
     stats = make_stats(cfg.task, graphdef)
     params = jax.device_put(nnx.to_pure_dict(state), rep)

@@ -97,9 +97,11 @@ class Dense(nnx.Module):
         self.kernel = param(rngs.params(), (d_in, d_out), axes, std)
         self.bias = param(None, (d_out,), (axes[1],), 0.0) if use_bias else None
         self.dtype = dtype
+        self.lora = nnx.data(None)  # a low-rank adapter, put here by models/lora.py when a config asks for one
 
     def __call__(self, x: Array) -> Array:
         y = matmul(x, gathered(self.kernel), self.dtype)
+        y = y if self.lora is None else y + self.lora(x, self.dtype)
         return y if self.bias is None else y + gathered(self.bias)
 
 

@@ -12,6 +12,7 @@ from flax import nnx
 
 from bigmodel_jax import sharding
 from bigmodel_jax.errors import ConfigError
+from bigmodel_jax.models import lora
 from bigmodel_jax.tasks import causal_lm, classify, image_classify, mlm, qa, regress, seq2seq, tag
 
 TASKS: dict[str, ModuleType] = {"causal_lm": causal_lm, "mlm": mlm, "classify": classify, "regress": regress,
@@ -24,10 +25,16 @@ def get(name: str) -> ModuleType:
     return TASKS[name]
 
 
+def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
+    """The task's model with LoRA adapters where model.lora asks for them (models/lora.py); the
+    adapters draw their init after the base's, so the base is the same as without them."""
+    return lora.add_adapters(get(cfg.task).build_model(cfg, rngs), cfg.model.get("lora"), rngs)
+
+
 def abstract_model(cfg: ml_collections.ConfigDict) -> tuple[Any, dict, dict]:
     """(graphdef, params as a pure dict of ShapeDtypeStructs, their logical specs) of the config's
     model, without allocating it."""
-    model = nnx.eval_shape(lambda: get(cfg.task).build_model(cfg, nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if jax.tree.leaves(rest):
         raise TypeError(f"the model holds non-Param state the trainer would drop: {rest}")
