@@ -9,8 +9,8 @@ federated literature); the IID control deals the same training speeches evenly. 
 classify task's small BERT from random init: FedAvg (client SGD, server average), FedAdam (server
 Adam, Reddi et al. 2021) and FedAvg with Adam on the clients ("localadam"); each one's client rate
 is tuned on the role split and reused for IID.
-Beside them, the same training speeches pooled (no federation): TF-IDF + logistic regression, and
-always predicting the commonest genre.
+Beside them, the same training speeches pooled (no federation): the same model trained with Adam,
+TF-IDF + logistic regression, and always predicting the commonest genre.
 
 Writes into --workdir: one sweep folder per arm, results.* of all runs, curves.png and summary.md.
 """
@@ -19,10 +19,19 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
-from bigmodel_jax import baselines
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from bigmodel_jax import baselines, tasks
 from bigmodel_jax.config import load_config_file
 from bigmodel_jax.data import fed_shakespeare
+from bigmodel_jax.federated import run
+from bigmodel_jax.federated import tasks as fed_tasks
 from experiments import arms
 from experiments.federated import compare
 
@@ -42,22 +51,52 @@ FULL = {"budget": {"fed.rounds": 200, "fed.client_fraction": 0.05, "fed.local_ep
         "targets": [0.30, 0.35, 0.40, 0.45], "seeds": [0, 1]}
 
 
-def pooled_baselines() -> str:
-    """Centralized references on the same per-client split: a table row each."""
+def pooled_model(workdir: Path, steps: int = 400, batch: int = 32, lr: float = 1e-3) -> float:
+    """The federated arms' model and vocabulary trained on the pooled training speeches with Adam
+    (seed 0, batches drawn with replacement): its test accuracy on the same test speeches."""
+    cfg = load_config_file(CONFIG)
+    data = fed_tasks.CLIENTS["classify"](cfg, workdir)
+    cfg.model.update(data.model_overrides)
+    graphdef, state = nnx.split(tasks.get("classify").build_model(cfg, nnx.Rngs(params=0)), nnx.Param)
+    params, stats = nnx.to_pure_dict(state), run.make_stats("classify", graphdef)
+    tx = optax.adam(lr)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, examples):
+        def mean_loss(p):
+            loss, count, _ = stats(p, examples, jnp.ones(batch, bool))
+            return loss / count
+        grads = jax.grad(mean_loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        rows = rng.integers(0, len(data.train.weights), batch)
+        params, opt_state = step(params, opt_state, {k: a[rows] for k, a in data.train.arrays.items()})
+    return run.make_eval(stats)(params, data.test)["accuracy"]
+
+
+def pooled_baselines(workdir: Path) -> str:
+    """Centralized references on the same per-client split."""
     found = fed_shakespeare.genre_clients(os.path.expanduser(load_config_file(CONFIG).data.tfds_dir))
     train = [ex for c in found for ex in c.train]
     test = [ex for c in found for ex in c.test]
     scores = baselines.tfidf_logreg(train, test)
+    neural = pooled_model(workdir / "pooled")
     return ("Pooled, not federated, on the same split (" + f"{len(train):,} training and {len(test):,} test speeches"
-            + f"): TF-IDF word 1-2 grams + logistic regression {scores['accuracy']:.4f}; always the commonest "
-            + f"genre {scores['majority_accuracy']:.4f}.\n\n")
+            + f"): the same BERT trained with Adam (lr 1e-3, 400 steps of 32 speeches: 12,800 seen; a 60-round arm "
+            + f"sees about 20,000) {neural:.4f}; TF-IDF word 1-2 grams + logistic regression {scores['accuracy']:.4f}; "
+            + f"always the commonest genre {scores['majority_accuracy']:.4f}.\n\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = arms.parser("python -m experiments.federated_genre", __doc__,
                        "runs/ablations/federated_genre").parse_args(argv)
     compare(args, CONFIG, ARMS, LRS, FULL if args.full else QUICK,
-            "A genre classifier trained federated, by role (one genre per client) and IID", pooled_baselines())
+            "A genre classifier trained federated, by role (one genre per client) and IID",
+            pooled_baselines(Path(args.workdir)))
     return 0
 
 
