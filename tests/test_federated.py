@@ -293,6 +293,21 @@ def test_a_bad_federated_config_is_refused_before_anything_runs(tmp_path, capsys
     assert not any(tmp_path.iterdir())
 
 
+def test_resuming_with_changed_settings_says_which(tfds_dir, tmp_path, caplog):
+    import logging
+
+    settings = {"model.num_layers": 1, "model.width": 16, "model.num_heads": 2, "model.mlp_dim": 32,
+                "data.seq_len": 80, "model.max_len": 80, "data.tfds_dir": str(tfds_dir), "fed.micro_batch": 0,
+                "compilation_cache_dir": "", "fed.rounds": 1, "fed.client_fraction": 0.002, "fed.local_batch": 64,
+                "fed.eval_examples": 64}
+    run.run(fed_config(**settings), tmp_path)
+    with caplog.at_level(logging.WARNING, logger="bigmodel_jax.federated.run"):
+        run.run(fed_config(**dict(settings, **{"fed.rounds": 2, "fed.server_eps": 1e-8})), tmp_path)
+    warned = [r.getMessage() for r in caplog.records if "differ from the saved run" in r.getMessage()]
+    assert len(warned) == 1 and "fed.server_eps" in warned[0] and "fed.rounds" in warned[0]
+    assert "fed.client_lr" not in warned[0]
+
+
 def _rows(workdir):
     import json
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bigmodel_jax import checkpoint, config as config_lib, privacy, tasks
@@ -163,6 +163,11 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     if restored is not None:
         start, params, opt_state, meta = restored
         log.info("resumed from %s at round %d", workdir / "checkpoints" / str(start), start)
+        saved = traverse_util.flatten_dict(meta.get("config", {}), sep=".")
+        changed = {k: (saved.get(k), v) for k, v in traverse_util.flatten_dict(cfg.to_dict(), sep=".").items()
+                   if saved.get(k) != v}
+        if changed:  # allowed (an eval setting, more rounds), but the rounds before ran otherwise
+            log.warning("resuming with settings that differ from the saved run's (saved, now): %s", changed)
     ckpt = checkpoint.Checkpointer(workdir, keep=f.keep_checkpoints)
     writer = metrics_lib.MetricsWriter(workdir, from_step=start)
     (workdir / "train_config.json").write_text(cfg.to_json(indent=1) + "\n")
