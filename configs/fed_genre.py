@@ -10,7 +10,9 @@ client holds a single label, the extreme label skew; `data.partition=iid` deals 
 evenly as the control. The model is the classify task's small BERT with a pooled head, from random
 init, with a WordPiece vocabulary trained on the clients' training speeches.
 
-Expected: see experiments/RESULTS.md (federated genre classification).
+Expected (2026-12-03, experiments/RESULTS.md): `:fedadam` (server Adam, 300 rounds of 20 clients, 26 min
+here) test accuracy 0.374 by role and 0.432 with data.partition=iid; the default (FedAvg, client SGD)
+does not beat always predicting the commonest genre (0.290) in 60 rounds.
 """
 
 from pathlib import Path
