@@ -290,6 +290,8 @@ def test_a_bad_federated_config_is_refused_before_anything_runs(tmp_path, capsys
     genre = str(ROOT / "configs" / "fed_genre.py")
     assert run.main([f"--config={genre}", f"--workdir={tmp_path}", "--config.model.lora.rank=4"]) == 2
     assert "model.lora.rank" in capsys.readouterr().err
+    assert run.main([f"--config={genre}", f"--workdir={tmp_path}", "--config.init_from=minilm"]) == 2
+    assert "init_from" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

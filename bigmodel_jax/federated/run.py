@@ -48,6 +48,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
         raise ConfigError("task", cfg.task, " | ".join(fed_tasks.CLIENTS))
     if lora.enabled(cfg):
         raise ConfigError("model.lora.rank", m.lora.rank, "0: federated runs train every parameter (no LoRA there)")
+    if cfg.get("init_from"):
+        raise ConfigError("init_from", cfg.init_from, "'': federated runs start from random init (not built)")
     checks = [
         ("fed.algorithm", f.algorithm in ALGORITHMS, " | ".join(ALGORITHMS)),
         ("fed.client_optimizer", f.client_optimizer in algorithms.CLIENT_OPTIMIZERS,
