@@ -138,3 +138,21 @@ def test_a_lora_run_resumes_exactly(tfds_dir, tmp_path):
     resumed = train.train(tiny_config(tfds_dir, **over), tmp_path)
     assert sorted(resumed.train_losses) == [4, 5, 6, 7, 8, 9]
     assert resumed.train_losses[9] == straight.train_losses[9]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", [{"parallel.data": 2, "parallel.fsdp": 2, "parallel.tensor": 2},
+                                  {"parallel.mode": "pmap", "parallel.data": -1}])
+def test_lora_losses_on_a_mesh_and_in_pmap_mode_equal_one_device(tfds_dir, tmp_path, mesh):
+    """Adapters are sharded like their layer (A on its input axis, B on its output axis) and the
+    masked optimizer state like the adapters: 8 fake devices give one device's losses."""
+    from bigmodel_jax import train
+
+    par = {"model.width": 64, "model.num_heads": 8, "model.mlp_dim": 128, "train.num_steps": 6,
+           "train.eval_every": 6, "train.checkpoint_every": 6, "model.lora.rank": 4, "optim.lr": 1e-2}
+    one = train.train(tiny_config(tfds_dir, **par, **{"parallel.data": 1}), tmp_path / "one",
+                      devices=jax.devices()[:1])
+    many = train.train(tiny_config(tfds_dir, **par, **mesh), tmp_path / "many")
+    got, want = ([r.train_losses[s] for s in sorted(r.train_losses)] for r in (many, one))
+    assert len(got) == 6 and want[-1] < want[0]
+    np.testing.assert_allclose(got, want, rtol=2e-5)
