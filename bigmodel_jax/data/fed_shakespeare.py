@@ -49,12 +49,14 @@ def clients_from_scenes(scenes: list[dict]) -> list[Client]:
     lines_of: dict[str, list[str]] = {}
     for speech in plays_tasks.speeches_in(sorted(scenes, key=lambda s: (s["play"], s["scene"]))):
         lines_of.setdefault(f"{speech['play']}/{speech['speaker']}", []).extend(speech["text"].split("\n"))
-    clients = []
-    for cid in sorted(lines_of):
-        if len(lines_of[cid]) >= MIN_LINES:
-            train, test = split_lines(lines_of[cid])
-            clients.append(Client(cid, tuple(train), tuple(test)))
-    return clients
+    return _split_clients(lines_of)
+
+
+def _split_clients(examples_of: dict[str, list]) -> list[Client]:
+    """{client id: its examples in play order} -> the clients with at least MIN_LINES examples, each
+    split 80/20 (split_lines), sorted by id."""
+    return [Client(cid, *map(tuple, split_lines(examples_of[cid])))
+            for cid in sorted(examples_of) if len(examples_of[cid]) >= MIN_LINES]
 
 
 def _all_scenes(plays_dir: Path) -> list[dict]:
@@ -132,9 +134,4 @@ def genre_clients(tfds_dir: str | Path, plays_dir: str | Path | None = None, min
         if len(s["text"].split()) >= min_words:
             label = plays.GENRES.index(s["genre"])
             speeches_of.setdefault(f"{s['play']}/{s['speaker']}", []).append((s["text"], label))
-    found = []
-    for cid in sorted(speeches_of):
-        if len(speeches_of[cid]) >= MIN_LINES:
-            train, test = split_lines(speeches_of[cid])
-            found.append(Client(cid, tuple(train), tuple(test)))
-    return found
+    return _split_clients(speeches_of)
