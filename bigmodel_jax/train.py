@@ -264,12 +264,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         source = task.adapt_source(transfer.source_params(cfg.init_from),
                                    {k: v.shape for k, v in transfer.flat_params(params).items()}, cfg)
         params = transfer.transfer_params(params, param_sh, source, cfg.init_from)
-    trained = ""
-    if lora.trainable(cfg) is not None:  # LoRA: what the optimizer updates
-        n_trained = sum(x.size for x in lora.split(params, lora.trainable(cfg))[0].values())
-        trained = f" ({n_trained:,} trained: the adapters and model.lora.also_train)"
-    log.info("model: %s params%s; train %s, validation %s", f"{n_params:,}", trained, data.train_size,
-             data.validation.size)
+    log.info("model: %s params%s; train %s, validation %s", f"{n_params:,}", lora.trained_note(cfg, params),
+             data.train_size, data.validation.size)
 
     seq_len = task.tokens_per_example(cfg)
     tokens_per_step = cfg.train.batch_size * seq_len

@@ -115,6 +115,15 @@ def split(params: dict, chosen: Callable[[tuple], bool] = is_adapter) -> tuple[d
     return picked, {k: v for k, v in flat.items() if k not in picked}
 
 
+def trained_note(cfg: ml_collections.ConfigDict, params: dict) -> str:
+    """For the trainer's model line: how many parameters a LoRA run trains ("" without adapters)."""
+    chosen = trainable(cfg)
+    if chosen is None:
+        return ""
+    n = sum(x.size for x in split(params, chosen)[0].values())
+    return f" ({n:,} trained: the adapters and model.lora.also_train)"
+
+
 def join(adapters: dict, rest: dict) -> dict:
     return traverse_util.unflatten_dict({**rest, **adapters})
 
