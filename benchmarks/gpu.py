@@ -45,7 +45,7 @@ from bigmodel_jax.data.plays import default_plays_dir, list_plays  # noqa: E402
 from bigmodel_jax.generate import Sampling, generate  # noqa: E402
 from bigmodel_jax.gguf_import import load_smollm2  # noqa: E402
 from bigmodel_jax.hf_decoders import abstract_gpt  # noqa: E402
-from bigmodel_jax.models.layers import ATTENTION_IMPLS  # noqa: E402
+from bigmodel_jax.models.attention import ATTENTION_IMPLS  # noqa: E402
 from bigmodel_jax.tasks import causal_lm  # noqa: E402
 from bigmodel_jax.train import init_state, make_train_step  # noqa: E402
 

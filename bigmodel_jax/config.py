@@ -29,7 +29,7 @@ from bigmodel_jax.data.records import POLICIES as BAD_RECORD_POLICIES
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.eval_metrics import EVAL_METRICS
 from bigmodel_jax.models import lora
-from bigmodel_jax.models.layers import ATTENTION_IMPLS, cudnn_missing
+from bigmodel_jax.models.attention import ATTENTION_IMPLS, cudnn_missing
 from bigmodel_jax.optim import NONFINITE_POLICIES
 
 CHOICES = {

@@ -28,7 +28,7 @@ from flax import nnx
 from bigmodel_jax import checkpoint, hf, hf_t5, pretrained, tasks
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models import bert, encdec, gpt, lora, vit
-from bigmodel_jax.models.layers import cudnn_missing
+from bigmodel_jax.models.attention import cudnn_missing
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from bigmodel_jax import hf_t5
 from bigmodel_jax.config import load_config_file, validate
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.generate import Sampling, generate
-from bigmodel_jax.models import layers
+from bigmodel_jax.models import attention
 from bigmodel_jax.models.bert import Bert
 from bigmodel_jax.models.encdec import EncoderDecoder
 from bigmodel_jax.models.gpt import GPT
@@ -213,13 +213,13 @@ def test_attention_dropout_in_training_falls_back_to_plain(fused_calls):
 def test_attention_refuses_what_it_cannot_run():
     rngs = nnx.Rngs(0)
     with pytest.raises(ValueError, match="attention_impl='flash'"):
-        layers.Attention(32, 4, 4, rngs=rngs, causal=True, use_rope=False, attention_impl="flash")
+        attention.Attention(32, 4, 4, rngs=rngs, causal=True, use_rope=False, attention_impl="flash")
     with pytest.raises(ValueError, match="bfloat16"):
-        layers.Attention(32, 4, 4, rngs=rngs, causal=True, use_rope=False, attention_impl="cudnn")
+        attention.Attention(32, 4, 4, rngs=rngs, causal=True, use_rope=False, attention_impl="cudnn")
     with pytest.raises(ValueError, match="multiple of 8"):
-        layers.Attention(36, 4, 4, rngs=rngs, causal=True, use_rope=False, attention_impl="cudnn",
+        attention.Attention(36, 4, 4, rngs=rngs, causal=True, use_rope=False, attention_impl="cudnn",
                          dtype=jnp.bfloat16)
-    layers.Attention(32, 4, 4, rngs=rngs, causal=True, use_rope=False, attention_impl="cudnn", dtype=jnp.bfloat16)
+    attention.Attention(32, 4, 4, rngs=rngs, causal=True, use_rope=False, attention_impl="cudnn", dtype=jnp.bfloat16)
 
 
 @pytest.mark.parametrize("config", ["gpt_char.py", "bert_mlm.py", "vit_digits.py", "t5_translate.py"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bigmodel_jax.models import layers
+from bigmodel_jax.models import attention, blocks, layers
 from bigmodel_jax.models.gpt import GPT, count_params
 
 
@@ -34,11 +34,11 @@ def test_layer_shapes():
         assert y.shape == x.shape and y.dtype == jnp.float32
         np.testing.assert_allclose(np.sqrt(np.mean(np.square(np.asarray(y)), -1)), 1.0, rtol=1e-3)
     for act in ("gelu", "swiglu"):
-        assert layers.MLP(32, 64, act, rngs=rngs)(x).shape == x.shape
-    attn = layers.Attention(32, 4, 2, rngs=rngs, causal=True, use_rope=True)
+        assert blocks.MLP(32, 64, act, rngs=rngs)(x).shape == x.shape
+    attn = attention.Attention(32, 4, 2, rngs=rngs, causal=True, use_rope=True)
     y, cache = attn(x, jnp.broadcast_to(jnp.arange(5), (2, 5)))
     assert y.shape == x.shape and cache is None
-    blk = layers.Block(32, 4, 4, 64, rngs=rngs, causal=False)
+    blk = blocks.Block(32, 4, 4, 64, rngs=rngs, causal=False)
     assert blk(x, jnp.zeros((2, 5), jnp.int32))[0].shape == x.shape
     emb = layers.Embed(50, 32, ("vocab", "embed"), rngs=rngs)
     assert emb(jnp.zeros((2, 5), jnp.int32)).shape == (2, 5, 32)
@@ -143,8 +143,8 @@ def test_bf16_matmul_forward_and_gradients_are_close_to_f32(d_in, d_out, w_trans
 def test_gqa_matches_repeated_kv_heads():
     """Grouped-query attention equals full MHA whose K/V heads are the GQA heads repeated."""
     rngs = nnx.Rngs(0)
-    gqa = layers.Attention(32, 4, 2, rngs=rngs, causal=True, use_rope=False)
-    mha = layers.Attention(32, 4, 4, rngs=nnx.Rngs(1), causal=True, use_rope=False)
+    gqa = attention.Attention(32, 4, 2, rngs=rngs, causal=True, use_rope=False)
+    mha = attention.Attention(32, 4, 4, rngs=nnx.Rngs(1), causal=True, use_rope=False)
     for name in ("query", "out"):
         getattr(mha, name).kernel[...] = getattr(gqa, name).kernel[...]
         getattr(mha, name).bias[...] = getattr(gqa, name).bias[...]
@@ -159,7 +159,7 @@ def test_gqa_matches_repeated_kv_heads():
 
 
 def test_padding_mask_hides_keys():
-    attn = layers.Attention(32, 4, 4, rngs=nnx.Rngs(0), causal=False, use_rope=False)
+    attn = attention.Attention(32, 4, 4, rngs=nnx.Rngs(0), causal=False, use_rope=False)
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 32))
     pos = jnp.zeros((1, 6), jnp.int32)
     mask = jnp.array([[True] * 4 + [False] * 2])[:, None, :]  # [B, 1(query), S]

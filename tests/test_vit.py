@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bigmodel_jax.models.layers import drop_path
+from bigmodel_jax.models.blocks import drop_path
 from bigmodel_jax.models.vit import ViT, num_tokens, patchify, resample_pos_embed
 from bigmodel_jax.tasks import image_classify
 

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import DTYPES, Block, Dense, Embed, Norm, gathered, param, run_blocks
+from bigmodel_jax.models.blocks import Block, run_blocks
+from bigmodel_jax.models.layers import DTYPES, Dense, Embed, Norm, gathered, param
 # The model values an init_from source fixes (its tensors' shapes and what they compute); the
 # vocabulary comes with the source's tokenizer.
 ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "max_len", "type_vocab_size", "activation", "norm_eps")

@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax.models.layers import (DTYPES, GATED, MLP, Attention, Embed, KVCache, Norm, gathered, init_kv_cache,
-                                       matmul, param, remat_table)
+from bigmodel_jax.models.attention import Attention, KVCache, init_kv_cache
+from bigmodel_jax.models.blocks import GATED, MLP, remat_table
+from bigmodel_jax.models.layers import DTYPES, Embed, Norm, gathered, matmul, param
 from bigmodel_jax.sharding import constrain
 
 ARCH_KEYS = ("num_layers", "num_decoder_layers", "width", "num_heads", "head_dim", "mlp_dim", "activation",

@@ -10,8 +10,9 @@ import ml_collections
 from flax import nnx
 
 from bigmodel_jax.sharding import constrain
-from bigmodel_jax.models.layers import (DTYPES, GATED, Block, Embed, KVCache, Norm, gathered, init_kv_cache, matmul,
-                                       param, run_blocks)
+from bigmodel_jax.models.attention import KVCache, init_kv_cache
+from bigmodel_jax.models.blocks import GATED, Block, run_blocks
+from bigmodel_jax.models.layers import DTYPES, Embed, Norm, gathered, matmul, param
 # The model values an init_from source fixes (the vocabulary comes with the run's tokenizer).
 ARCH_KEYS = ("num_layers", "width", "num_heads", "num_kv_heads", "mlp_dim", "max_len", "positions", "rope_theta",
              "norm", "norm_eps", "activation", "use_bias", "tie_embeddings")

@@ -17,7 +17,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bigmodel_jax.models.layers import DTYPES, Block, Dense, Norm, gathered, param, run_blocks
+from bigmodel_jax.models.blocks import Block, run_blocks
+from bigmodel_jax.models.layers import DTYPES, Dense, Norm, gathered, param
 # The model values an init_from source fixes. image_size and num_classes may differ: the position
 # embeddings are resampled to the new patch grid and a classifier of another size starts fresh.
 ARCH_KEYS = ("num_layers", "width", "num_heads", "mlp_dim", "patch_size", "num_channels", "pool", "activation",
