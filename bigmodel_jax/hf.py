@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from bigmodel_jax import weights
+from bigmodel_jax.models import lora
 from bigmodel_jax.models.bert import Bert, BertMLM
 from bigmodel_jax.models.vit import ViT
 from bigmodel_jax.weights import Group, converted, same, transposed
@@ -156,7 +157,9 @@ def bert_params_from_dir(directory: str | Path) -> tuple[ml_collections.ConfigDi
 def save_bert_dir(model: Bert | BertMLM, directory: str | Path, tokenizer: WordPieceTokenizer | None = None) -> Path:
     """Writes a directory transformers loads: config.json, model.safetensors (BertModel names for a
     Bert; BertForMaskedLM's, `bert.`-prefixed with cls.predictions.* and the tied decoder, for a
-    BertMLM) and, given a WordPieceTokenizer, its files. The pooler is always written."""
+    BertMLM) and, given a WordPieceTokenizer, its files. The pooler is always written. LoRA
+    adapters are merged in (lora.merged)."""
+    model = lora.merged(model)
     mlm = isinstance(model, BertMLM)
     bert = model.bert if mlm else model
     c = bert.cfg
@@ -262,7 +265,8 @@ def save_vit_dir(model: ViT, directory: str | Path, classifier: bool = True,
                  class_names: list[str] | None = None) -> Path:
     """Writes a directory transformers loads: ViTForImageClassification (`vit.` prefix + classifier)
     or, with classifier=False, ViTModel (without the pooler our ViT does not have: load it with
-    `add_pooling_layer=False`)."""
+    `add_pooling_layer=False`). LoRA adapters are merged in (lora.merged)."""
+    model = lora.merged(model)
     c = model.cfg
     if c.pool != "cls":
         raise ValueError("transformers' ViT classifies from [CLS]; only a model.pool='cls' ViT can be exported")

@@ -20,6 +20,7 @@ from flax import nnx
 
 from bigmodel_jax import weights
 from bigmodel_jax.data.bpe_files import DecoderTokenizer
+from bigmodel_jax.models import lora
 from bigmodel_jax.models.gpt import GPT
 from bigmodel_jax.weights import Group, fused, same, transposed
 
@@ -207,7 +208,9 @@ def decoder_kind(cfg) -> str:
 def save_decoder_dir(model: GPT, directory: str | Path, tokenizer: DecoderTokenizer | None = None) -> Path:
     """Writes a directory `transformers.AutoModelForCausalLM` loads: GPT2LMHeadModel for a GPT-2
     shaped GPT, LlamaForCausalLM for a Llama shaped one (see `decoder_kind`); config.json,
-    model.safetensors (f32) and, given a tokenizer, its tokenizer.json + tokenizer_config.json."""
+    model.safetensors (f32) and, given a tokenizer, its tokenizer.json + tokenizer_config.json.
+    LoRA adapters are merged in (lora.merged)."""
+    model = lora.merged(model)
     c = model.cfg
     kind = decoder_kind(c)
     if tokenizer is not None and tokenizer.vocab_size > c.vocab_size:

@@ -15,6 +15,7 @@ from flax import nnx
 
 from bigmodel_jax import weights
 from bigmodel_jax.errors import WeightsError
+from bigmodel_jax.models import lora
 from bigmodel_jax.models.encdec import EncoderDecoder
 from bigmodel_jax.weights import Group, same, transposed
 
@@ -131,7 +132,9 @@ def t5_hf_config(c) -> dict:
 
 
 def save_t5_dir(model: EncoderDecoder, directory: str | Path, tokenizer=None) -> Path:
-    """Writes a directory transformers' T5ForConditionalGeneration loads (f32 safetensors)."""
+    """Writes a directory transformers' T5ForConditionalGeneration loads (f32 safetensors; LoRA
+    adapters merged in)."""
+    model = lora.merged(model)
     if model.cfg.activation not in ACTIVATIONS.values():
         raise ValueError(f"activation {model.cfg.activation!r} has no T5 feed_forward_proj; T5 has "
                          f"{sorted(ACTIVATIONS.values())}")

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -242,6 +243,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
 
     graphdef, params, opt_state, param_sh, opt_sh, tx, schedule = init_state(cfg, task, mesh)
     n_params = sum(x.size for x in jax.tree.leaves(params))
+    sizes = {"params": n_params, "trained_params": lora.trained_count(cfg, params),  # for summary.json
+             "param_bytes": sum(x.nbytes for x in jax.tree.leaves(params)),
+             "optimizer_bytes": sum(x.nbytes for x in jax.tree.leaves(opt_state))}
     train_step = make_train_step(graphdef, task, tx, schedule, cfg, param_sh, opt_sh, mesh)
     eval_step = make_eval_step(graphdef, task, param_sh, mesh)
 
@@ -402,7 +406,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                 (workdir / "test_metrics.json").write_text(json.dumps(
                     dict(result.test_metrics, step=result.best_step if cfg.train.restore_best else step), indent=1))
         if finished and is_main and (result.val_metrics or not (workdir / "summary.json").exists()):
-            write_summary(workdir, result, step, n_params, elapsed())
+            write_summary(workdir, result, step, sizes, elapsed())
     finally:
         stop.restore()
         if bar is not None:
@@ -413,11 +417,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     return result
 
 
-def write_summary(workdir: Path, result: TrainResult, step: int, n_params: int, seconds: float) -> None:
+def write_summary(workdir: Path, result: TrainResult, step: int, sizes: dict[str, int], seconds: float) -> None:
     """summary.json: written once a run has finished (its last step or an early stop), so a sweep
-    or a report tells finished runs from interrupted ones; the curves stay in metrics.jsonl."""
+    or a report tells finished runs from interrupted ones; the curves stay in metrics.jsonl.
+    sizes: parameter counts and bytes (global, all devices); peak_rss_mb is this process's peak
+    resident memory (parameters, optimizer, activations, XLA's buffers and the data together)."""
     last_val = result.val_metrics[max(result.val_metrics)] if result.val_metrics else {}
-    summary = {"step": step, "finished": True, "stopped_early": result.stopped_early, "params": n_params,
+    summary = {"step": step, "finished": True, "stopped_early": result.stopped_early, **sizes,
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                "seconds": round(seconds, 2), "eval_metric": result.metric, "best_metric": result.best_metric,
                "best_step": result.best_step, "validation": last_val, "test": result.test_metrics}
     tmp = workdir / "summary.json.tmp"

@@ -72,3 +72,19 @@ def evaluate_checkpoint(workdir, which: str = "best", split: str = "test") -> tu
     params = nnx.to_pure_dict(state)
     eval_step = train.make_eval_step(graphdef, task, jax.tree.map(lambda _: sharding.replicated(mesh), params), mesh)
     return step, train.evaluate(eval_step, params, getattr(data, split), mesh, task)
+
+
+def with_moved_adapters(model, rank: int = 4, seed: int = 0):
+    """model with rank-`rank` LoRA adapters on its default targets and B drawn at random (as if
+    trained), so an exporter that dropped the adapters would show in the outputs."""
+    import numpy as np
+    from flax import nnx
+
+    from bigmodel_jax.models import lora
+
+    lora.add_adapters(model, lora.lora_config(rank=rank), nnx.Rngs(params=seed))
+    rng = np.random.default_rng(seed)
+    for _, m in nnx.iter_graph(model):
+        if isinstance(m, lora.Adapter):
+            m.b[...] = rng.normal(0, 0.05, m.b.shape).astype(np.float32)
+    return model

@@ -15,7 +15,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from bigmodel_jax.data.bpe_files import DecoderTokenizer
 from bigmodel_jax.hf_decoders import abstract_gpt, load_decoder_dir, load_gpt2_dir, save_decoder_dir
+from bigmodel_jax.models import lora
 from bigmodel_jax.models.gpt import GPT
+from tests.conftest import with_moved_adapters
 
 VOCAB = 97
 SHAPE = (3, 16)  # every forward pass has this shape: jax compiles each eager op once per shape
@@ -134,6 +136,18 @@ def test_exported_gpt_matches_transformers_and_round_trips(overrides, tmp_path):
     assert again.cfg == ours.cfg
     jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(nnx.state(again, nnx.Param)),
                  nnx.to_pure_dict(nnx.state(ours, nnx.Param)))
+
+
+@pytest.mark.parametrize("overrides", [{}, LLAMA_LIKE], ids=["gpt2", "llama"])
+def test_a_lora_adapted_gpt_exports_merged_and_matches_transformers(overrides, tmp_path):
+    ours = with_moved_adapters(_perturbed_gpt(**overrides))
+    ids = np.random.default_rng(5).integers(0, VOCAB, SHAPE)
+    adapted = np.asarray(ours(ids)[0])
+    save_decoder_dir(ours, tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    np.testing.assert_allclose(_logits(hf, ids), adapted, atol=1e-4, rtol=1e-4)
+    assert any(isinstance(m, lora.Adapter) for _, m in nnx.iter_graph(ours))  # the model keeps its adapters
+    np.testing.assert_array_equal(np.asarray(ours(ids)[0]), adapted)
 
 
 def test_imported_llama_round_trips_exactly(hf_llama, tmp_path):

@@ -19,6 +19,7 @@ from bigmodel_jax.data.wordpiece import WordPieceTokenizer  # noqa: E402
 from bigmodel_jax.hf import (bert_config, bert_params_from_dir, load_bert_dir, load_bert_tensors,  # noqa: E402
                              save_bert_dir)
 from bigmodel_jax.models.bert import Bert, BertMLM  # noqa: E402
+from tests.conftest import with_moved_adapters  # noqa: E402
 
 SENTENCES = ["A man is eating food.",
              "Shall I compare thee to a summer's day? Thou art more lovely and more temperate.",
@@ -154,6 +155,16 @@ def test_random_mlm_exports_to_transformers_and_round_trips(tmp_path):
     back = load_bert_dir(tmp_path, mlm=True)
     want, got = nnx.to_pure_dict(nnx.state(model, nnx.Param)), nnx.to_pure_dict(nnx.state(back, nnx.Param))
     jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_a_lora_adapted_mlm_exports_merged_and_matches_transformers(tmp_path):
+    model = with_moved_adapters(_random_model(BertMLM, _small_cfg(), seed=3), seed=1)
+    batch = _random_batch(101, seed=1)
+    adapted = _ours(model, batch)
+    save_bert_dir(model, tmp_path)
+    hf = BertForMaskedLM.from_pretrained(tmp_path, local_files_only=True).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(hf(**_torch(batch)).logits.numpy(), adapted, atol=1e-4, rtol=0)
 
 
 def test_transformers_random_mlm_imports(tmp_path):

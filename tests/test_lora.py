@@ -1,5 +1,7 @@
 """LoRA: fresh adapters change nothing, merging changes nothing, a step trains the adapters alone."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,6 +114,13 @@ def test_lora_finetunes_from_a_workdir_keeps_its_base_and_loads_merged(tfds_dir,
     kernel = "blocks/0/attn/query/kernel"
     assert not np.array_equal(merged[kernel], source[kernel])  # the adapters' update is in it
     np.testing.assert_allclose(lora.merge(model)(ids_bt)[0], adapted_logits, rtol=1e-5, atol=1e-5)
+    # summary.json's sizes: the LoRA run trains the adapters alone, and Adam holds two moments of them
+    base, adapted = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("base", "lora"))
+    n_adapters = sum(v.size for v in adapters.values())
+    assert adapted["trained_params"] == n_adapters and base["trained_params"] == base["params"]
+    assert adapted["params"] == base["params"] + n_adapters
+    assert 8 * n_adapters <= adapted["optimizer_bytes"] < 8 * n_adapters + 64  # + Adam's step counts
+    assert base["optimizer_bytes"] >= 8 * base["params"] and adapted["peak_rss_mb"] > 0
 
 
 def test_a_classifiers_fresh_head_trains_beside_the_adapters():

@@ -115,17 +115,31 @@ def split(params: dict, chosen: Callable[[tuple], bool] = is_adapter) -> tuple[d
     return picked, {k: v for k, v in flat.items() if k not in picked}
 
 
+def trained_count(cfg: ml_collections.ConfigDict, params: dict) -> int:
+    """How many parameters a run trains: all of them, or with adapters those `trainable` picks."""
+    chosen = trainable(cfg)
+    leaves = jax.tree.leaves(params) if chosen is None else split(params, chosen)[0].values()
+    return sum(x.size for x in leaves)
+
+
 def trained_note(cfg: ml_collections.ConfigDict, params: dict) -> str:
     """For the trainer's model line: how many parameters a LoRA run trains ("" without adapters)."""
-    chosen = trainable(cfg)
-    if chosen is None:
+    if not enabled(cfg):
         return ""
-    n = sum(x.size for x in split(params, chosen)[0].values())
-    return f" ({n:,} trained: the adapters and model.lora.also_train)"
+    return f" ({trained_count(cfg, params):,} trained: the adapters and model.lora.also_train)"
 
 
 def join(adapters: dict, rest: dict) -> dict:
     return traverse_util.unflatten_dict({**rest, **adapters})
+
+
+def merged(model: nnx.Module) -> nnx.Module:
+    """What an export writes: a merged copy of a model holding adapters (the model itself keeps
+    them), else the model as it is. Every Hugging Face exporter goes through it, so an adapted
+    model never exports as its bare base."""
+    if not any(isinstance(m, Dense) and m.lora is not None for _, m in nnx.iter_graph(model)):
+        return model
+    return merge(nnx.clone(model))
 
 
 def merge(model: nnx.Module) -> nnx.Module:
