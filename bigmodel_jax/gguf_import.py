@@ -182,6 +182,16 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
 
 
+def read_config(path: str | Path, dtype: str = "float32") -> ml_collections.ConfigDict:
+    """The model config of a GGUF file, from its header alone (no tensor is read)."""
+    return gguf_config(_reader(Path(path)), dtype)
+
+
+def read_tokenizer(path: str | Path) -> DecoderTokenizer:
+    """The tokenizer of a GGUF file, without its weights."""
+    return gguf_tokenizer(_reader(Path(path)))
+
+
 def load_gguf(path: str | Path, dtype: str = "float32") -> tuple[GPT, DecoderTokenizer]:
     """(our GPT, its tokenizer) from a Llama-architecture GGUF file, weights dequantized to f32."""
     start = time.perf_counter()

@@ -175,8 +175,13 @@ def load_decoder_dir(directory: str | Path, dtype: str = "float32") -> tuple[GPT
     model = load_decoder_tensors(abstract_gpt(make_config(hf_cfg, dtype)), tensors,
                                  "gpt2" if hf_cfg["model_type"] == "gpt2" else "llama",
                                  str(directory / "model.safetensors"))
-    has_tokenizer = any((directory / name).is_file() for name in ("tokenizer.json", "vocab.json"))
-    return model, DecoderTokenizer.from_dir(directory) if has_tokenizer else None
+    return model, dir_tokenizer(directory)
+
+
+def dir_tokenizer(directory: str | Path) -> DecoderTokenizer | None:
+    """A Hugging Face directory's tokenizer (tokenizer.json, or vocab.json + merges.txt); None without one."""
+    has_tokenizer = any((Path(directory) / name).is_file() for name in ("tokenizer.json", "vocab.json"))
+    return DecoderTokenizer.from_dir(directory) if has_tokenizer else None
 
 
 def load_gpt2_weights(model: GPT, tensors: dict[str, np.ndarray]) -> GPT:

@@ -52,14 +52,11 @@ def load_workdir(workdir: str | Path, which: str = "latest"):
 
 def load_pretrained(name: str, dtype: str = "float32"):
     """(model, tokenizer) for --model: 'smollm2', a .gguf file, or a Hugging Face directory."""
-    from bigmodel_jax.gguf_import import load_gguf, load_smollm2
-    from bigmodel_jax.hf_decoders import load_decoder_dir
+    from bigmodel_jax import decoder_sources
 
-    if name == "smollm2":
-        return load_smollm2(dtype)
     path = Path(name)
-    if path.suffix == ".gguf":
-        return load_gguf(path, dtype)
+    if name == "smollm2" or path.suffix == ".gguf":
+        return decoder_sources.load(name, dtype)
     if not path.is_dir():
         raise SystemExit(f"--model {name}: not 'smollm2', a .gguf file or a Hugging Face directory")
     if _model_type(path) == "t5":
@@ -70,7 +67,7 @@ def load_pretrained(name: str, dtype: str = "float32"):
             return load_t5_dir(path, dtype), spm.load(path)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--model {name}: {e}") from None
-    model, tokenizer = load_decoder_dir(path, dtype)
+    model, tokenizer = decoder_sources.load(name, dtype)
     if tokenizer is None:
         raise SystemExit(f"{path} has no tokenizer files (tokenizer.json, or vocab.json + merges.txt)")
     return model, tokenizer

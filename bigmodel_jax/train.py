@@ -182,6 +182,9 @@ def check_same_model(workdir: Path, cfg: ml_collections.ConfigDict) -> None:
     if meta is None:
         return
     saved = json.loads(meta["config"])["model"]
+    if "lora" in cfg.model:  # settings added since the save take their defaults; the adapters' dropout is free too
+        saved["lora"] = {**lora.lora_config().to_dict(), **(saved.get("lora") or {}),
+                         "dropout": cfg.model.lora.get("dropout", 0.0)}
     # precision, regularization, remat, the attention kernel and layer scanning may change between runs
     # (the same weights)
     free = ("dtype", "dropout", "drop_path", "remat", "label_smoothing", "attention_impl", "scan_layers")

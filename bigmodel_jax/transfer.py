@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from bigmodel_jax import checkpoint, hf, hf_t5, pretrained, tasks
+from bigmodel_jax import checkpoint, decoder_sources, hf, hf_t5, pretrained, tasks
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models import bert, encdec, gpt, lora, vit
 from bigmodel_jax.models.attention import cudnn_missing
@@ -72,15 +72,22 @@ def source_model(init_from: str, family: str) -> dict:
     checkpoint) or a Hugging Face directory (config.json, for the families in HF_CONFIGS), which
     must hold a model of `family`."""
     want = NAMES[family]
+    if decoder_sources.is_decoder(init_from):
+        if family != "gpt":
+            raise ConfigError("init_from", init_from, f"a pretrained decoder (GPT-2 / Llama), not a {want}")
+        try:
+            return decoder_sources.model_config(init_from)
+        except (OSError, ValueError) as e:
+            raise ConfigError("init_from", init_from, f"an unreadable pretrained decoder: {e}") from None
     try:
         src = pretrained.resolve(init_from)
     except FileNotFoundError as e:
         raise ConfigError("init_from", init_from, str(e)) from None
     if (src / "config.json").is_file():
         if family not in HF_CONFIGS:
-            raise ConfigError("init_from", init_from, f"a workdir of ours with checkpoints/: a {want} starts from "
-                              "no Hugging Face directory here (its tokenizer is trained in the run; load HF decoders "
-                              "for inference with `python -m bigmodel_jax.sample --model DIR`)")
+            raise ConfigError("init_from", init_from, f"a workdir of ours with checkpoints/, or (a GPT) a "
+                              f"GPT-2 / Llama directory, a .gguf file or 'smollm2': a {want} starts from no "
+                              "other Hugging Face directory")
         try:
             return dict(HF_CONFIGS[family](json.loads((src / "config.json").read_text())))
         except ValueError as e:
@@ -124,9 +131,13 @@ def apply_source_architecture(cfg: ml_collections.ConfigDict, user_set: Collecti
 
 
 def source_params(init_from: str) -> dict[str, Any]:
-    """Params to start from, flat {path: array}: a Hugging Face BERT or ViT directory (config.json +
-    model.safetensors; "minilm" = the packaged one) or a workdir of ours (its newest checkpoint,
-    whatever its task)."""
+    """Params to start from, flat {path: array}: a Hugging Face BERT, ViT or T5 directory (config.json +
+    model.safetensors; "minilm" = the packaged one), a pretrained decoder (decoder_sources: GPT-2 /
+    Llama directories, GGUF files, "smollm2") or a workdir of ours (its newest checkpoint, whatever
+    its task)."""
+    if decoder_sources.is_decoder(init_from):
+        model, _ = decoder_sources.load(init_from)
+        return flat_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     path = pretrained.resolve(init_from)
     if (path / "config.json").is_file():
         return flat_params(hf.params_from_dir(path)[1])
@@ -159,6 +170,8 @@ def transfer_params(params: Any, param_sh: Any, source: dict[str, Any], init_fro
     if not taken:
         raise ConfigError("init_from", init_from, "shares no parameter with this model")
     unused = sorted(set(source) - set(taken))
+    adapters = [k for k in new if "/lora/" in k]
+    fresh = [k for k in new if "/lora/" not in k] + ([f"{len(adapters)} LoRA adapter tensors"] if adapters else [])
     log.info("initialized %d tensors from %s; new (fresh init): %s; not used: %s", len(taken), init_from,
-             new or "none", unused or "none")
+             fresh or "none", unused or "none")
     return params

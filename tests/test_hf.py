@@ -277,3 +277,35 @@ def test_export_refuses_a_gpt_transformers_cannot_compute(tmp_path):
     model = _perturbed_gpt(positions="rope")  # GPT-2's shape but rotary positions
     with pytest.raises(ValueError, match="no transformers equivalent"):
         save_decoder_dir(model, tmp_path)
+
+
+def test_a_gpt_run_starts_from_a_hugging_face_decoder_with_its_tokenizer(tiny_bpe, tfds_dir, tmp_path):
+    """init_from a Llama directory: its architecture and tokenizer replace the config's, every weight
+    comes from it (with LoRA the base is still bit-equal after training), and the workdir keeps the
+    tokenizer, so the run resumes and samples with it."""
+    from bigmodel_jax import train, transfer
+    from bigmodel_jax.data.tokenizers import load_tokenizer
+    from tests.conftest import tiny_config
+
+    source = _perturbed_gpt(vocab_size=tiny_bpe.vocab_size, **LLAMA_LIKE)
+    save_decoder_dir(source, tmp_path / "hf", tokenizer=tiny_bpe)
+    cfg = tiny_config(tfds_dir, **{"init_from": str(tmp_path / "hf"), "model.lora.rank": 2, "train.num_steps": 2,
+                                   "train.eval_every": 2, "train.checkpoint_every": 2})
+    result = train.train(cfg, tmp_path / "run")
+    assert np.isfinite(result.train_losses[2])
+    text = "The quick brown fox, 12345.\n"
+    assert load_tokenizer(tmp_path / "run").encode(text) == tiny_bpe.encode(text)
+    model, saved, _ = transfer.load_trained(tmp_path / "run")
+    assert (saved.model.positions, saved.model.num_kv_heads, saved.model.vocab_size) == ("rope", 2, tiny_bpe.vocab_size)
+    _, base = lora.split(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    want = transfer.flat_params(nnx.to_pure_dict(nnx.state(source, nnx.Param)))
+    assert base.keys() and all(np.array_equal(np.asarray(v), want["/".join(map(str, k))]) for k, v in base.items())
+
+
+def test_init_from_a_decoder_is_refused_for_another_family(tmp_path):
+    from bigmodel_jax import transfer
+    from bigmodel_jax.errors import ConfigError
+
+    save_decoder_dir(_perturbed_gpt(), tmp_path)
+    with pytest.raises(ConfigError, match="pretrained decoder.*not a BERT"):
+        transfer.source_model(str(tmp_path), "bert")

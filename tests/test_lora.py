@@ -165,3 +165,26 @@ def test_lora_losses_on_a_mesh_and_in_pmap_mode_equal_one_device(tfds_dir, tmp_p
     got, want = ([r.train_losses[s] for s in sorted(r.train_losses)] for r in (many, one))
     assert len(got) == 6 and want[-1] < want[0]
     np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
+def test_adapter_dropout_acts_on_the_adapters_alone_and_only_in_training():
+    ids_bt = jnp.asarray(np.random.default_rng(0).integers(1, 60, (2, 16)), jnp.int32)
+    base = tasks.build_model(small("gpt_char.py", 0), nnx.Rngs(params=0))
+    model = tasks.build_model(small("gpt_char.py", 4, **{"model.lora.dropout": 0.5}), nnx.Rngs(params=0))
+    want = base(ids_bt)[0]
+    # B = 0: whatever the dropout draws, the adapters add nothing (it never touches the base's input)
+    np.testing.assert_array_equal(model(ids_bt, rngs=nnx.Rngs(dropout=1))[0], want)
+    for _, m in nnx.iter_graph(model):
+        if isinstance(m, lora.Adapter):
+            m.b[...] = np.random.default_rng(2).normal(0, 0.05, m.b.shape).astype(np.float32)
+    evaluated = model(ids_bt)[0]
+    np.testing.assert_array_equal(evaluated, model(ids_bt)[0])  # evaluation: deterministic
+    one, two = model(ids_bt, rngs=nnx.Rngs(dropout=1))[0], model(ids_bt, rngs=nnx.Rngs(dropout=2))[0]
+    assert float(jnp.abs(one - two).max()) > 1e-4 and float(jnp.abs(one - evaluated).max()) > 1e-4
+    no_dropout = tasks.build_model(small("gpt_char.py", 4), nnx.Rngs(params=0))
+    nnx.update(no_dropout, nnx.state(model, nnx.Param))
+    np.testing.assert_allclose(no_dropout(ids_bt)[0], evaluated, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="model.lora.dropout"):
+        from bigmodel_jax import config as config_lib
+
+        config_lib.validate(small("gpt_char.py", 4, **{"model.lora.dropout": 1.0}), 1)

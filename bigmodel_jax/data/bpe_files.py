@@ -126,6 +126,11 @@ class DecoderTokenizer:
         names = {name: _token_str(config.get(name, default if name != "pad_token" else None)) for name in SPECIAL_NAMES}
         return cls(tok, **names, chat_template=_chat_template(directory, config))
 
+    @property
+    def backend(self) -> Tokenizer:
+        """The `tokenizers.Tokenizer` underneath (a training run keeps it as its BPE tokenizer)."""
+        return self._tok
+
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids
 

@@ -109,11 +109,11 @@ class Attention(nnx.Module):
         sequence (an encoder's output), attended as they are (the cache is not touched).
         """
         if kv is not None:
-            q = self._heads(self.query(x_btd), self.num_heads).astype(self.dtype)
+            q = self._heads(self.query(x_btd, rngs), self.num_heads).astype(self.dtype)
             y_btd = self._attend(q, kv["k"].astype(self.dtype), kv["v"].astype(self.dtype), 0, mask_bts, rngs,
                                  bias_bhts)
-            return self.out(y_btd), cache
-        q, k, v = self._project_qkv(x_btd, positions_bt)
+            return self.out(y_btd, rngs), cache
+        q, k, v = self._project_qkv(x_btd, positions_bt, rngs)
         start = 0 if prefill else cache_index
         from_cache = cache is not None and not prefill
         if cache is not None:
@@ -121,18 +121,19 @@ class Attention(nnx.Module):
             if from_cache:
                 k, v = cache["k"].astype(self.dtype), cache["v"].astype(self.dtype)
         y_btd = self._attend(q, k, v, start, mask_bts, rngs, bias_bhts, cached=from_cache)
-        return self.out(y_btd), cache
+        return self.out(y_btd, rngs), cache
 
-    def keys_values(self, x_bsd: Array, dtype: Any = None) -> KVCache:
+    def keys_values(self, x_bsd: Array, dtype: Any = None, rngs: nnx.Rngs | None = None) -> KVCache:
         """Keys and values [B, Hkv, S, hd] of a sequence to cross-attend (computed once per source)."""
-        k = self._heads(self.key(x_bsd), self.num_kv_heads).astype(dtype or self.dtype)
-        return {"k": k, "v": self._heads(self.value(x_bsd), self.num_kv_heads).astype(dtype or self.dtype)}
+        k = self._heads(self.key(x_bsd, rngs), self.num_kv_heads).astype(dtype or self.dtype)
+        return {"k": k, "v": self._heads(self.value(x_bsd, rngs), self.num_kv_heads).astype(dtype or self.dtype)}
 
-    def _project_qkv(self, x_btd: Array, positions_bt: Array) -> tuple[Array, Array, Array]:
+    def _project_qkv(self, x_btd: Array, positions_bt: Array, rngs: nnx.Rngs | None = None
+                     ) -> tuple[Array, Array, Array]:
         """Queries [B, H, T, hd] and keys / values [B, Hkv, T, hd] in the compute dtype (RoPE in f32)."""
-        q = self._heads(self.query(x_btd), self.num_heads)
-        k = self._heads(self.key(x_btd), self.num_kv_heads)
-        v = self._heads(self.value(x_btd), self.num_kv_heads)
+        q = self._heads(self.query(x_btd, rngs), self.num_heads)
+        k = self._heads(self.key(x_btd, rngs), self.num_kv_heads)
+        v = self._heads(self.value(x_btd, rngs), self.num_kv_heads)
         if self.use_rope:
             q, k = rope(q, positions_bt, self.rope_theta), rope(k, positions_bt, self.rope_theta)
         return q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype)

@@ -48,14 +48,14 @@ class MLP(nnx.Module):
         self.hidden_dropout = nnx.Dropout(dropout) if dropout else None
 
     def __call__(self, x: Array, rngs: nnx.Rngs | None = None) -> Array:
-        h = self.up(x)  # f32
+        h = self.up(x, rngs)  # f32 (rngs: training's, for hidden and LoRA dropout)
         if self.gate is not None:
-            h = GATED[self.activation](self.gate(x)) * h
+            h = GATED[self.activation](self.gate(x, rngs)) * h
         else:
             h = PLAIN[self.activation](h)
         if self.hidden_dropout is not None:
             h = self.hidden_dropout(h, deterministic=rngs is None, rngs=rngs)
-        return self.down(constrain(h.astype(self.dtype), ("batch", None, "act_mlp")))
+        return self.down(constrain(h.astype(self.dtype), ("batch", None, "act_mlp")), rngs)
 
 
 def _block_forward(block: "Block", x: Array, positions_bt: Array, mask_bts: Array | None,
@@ -128,11 +128,11 @@ class Block(nnx.Module):
         if self.post_norm:
             h, cache = self.attn(x, positions_bt, **attn_args)
             x = self.attn_norm(x + self.dropout(h, deterministic=det, rngs=rngs)).astype(self.dtype)
-            h = self.mlp(x)
+            h = self.mlp(x, rngs)
             return self.mlp_norm(x + self.dropout(h, deterministic=det, rngs=rngs)).astype(self.dtype), cache
         h, cache = self.attn(self.attn_norm(x), positions_bt, **attn_args)
         x = x + drop_path(self.dropout(h, deterministic=det, rngs=rngs), self.drop_path_rate, rngs).astype(x.dtype)
-        h = self.mlp(self.mlp_norm(x))
+        h = self.mlp(self.mlp_norm(x), rngs)
         x = x + drop_path(self.dropout(h, deterministic=det, rngs=rngs), self.drop_path_rate, rngs).astype(x.dtype)
         return x, cache
 

@@ -167,7 +167,7 @@ class EncoderDecoder(nnx.Module):
         """Teacher-forced logits [B, T, V] f32 (target_in: the targets shifted right behind the
         start token; right padding needs no mask: causality keeps it out of the real positions)."""
         encoded = self.encode(source_bs, source_mask_bs, rngs=rngs)
-        cross = [layer.cross.keys_values(encoded) for layer in self.decoder]
+        cross = [layer.cross.keys_values(encoded, rngs=rngs) for layer in self.decoder]
         x, _ = self.hidden(target_in_bt, cross_kv=cross, source_mask_bs=source_mask_bs, rngs=rngs)
         return self.logits(x)
 

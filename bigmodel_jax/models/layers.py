@@ -97,9 +97,10 @@ class Dense(nnx.Module):
         self.dtype = dtype
         self.lora = nnx.data(None)  # a low-rank adapter, put here by models/lora.py when a config asks for one
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, rngs: nnx.Rngs | None = None) -> Array:
+        """rngs: training's (None in evaluation), for a LoRA adapter's dropout."""
         y = matmul(x, gathered(self.kernel), self.dtype)
-        y = y if self.lora is None else y + self.lora(x, self.dtype)
+        y = y if self.lora is None else y + self.lora(x, self.dtype, rngs)
         return y if self.bias is None else y + gathered(self.bias)
 
 

@@ -7,9 +7,11 @@ optimizer which leaves train; the base stays frozen. `merge` folds B A into W fo
 export, leaving an ordinary model.
 
 model.lora in a config: rank (0 = no adapters), alpha, targets — a regular expression searched in
-each Dense's path ('blocks/0/attn/query'), default the attention projections and the MLP — and
+each Dense's path ('blocks/0/attn/query'), default the attention projections and the MLP —,
 also_train, the parameters that train in full beside the adapters (default a task's head, which a
-finetuning run starts fresh). Not here yet: dropout on the adapters' input, a bf16 frozen base.
+finetuning run starts fresh), and dropout on the adapters' input in training (it applies where the
+layer's caller passes the training rngs: the attention and MLP projections of every family, so
+every default target). Not here yet: a bf16 frozen base.
 """
 
 from __future__ import annotations
@@ -31,22 +33,26 @@ DEFAULT_ALSO_TRAIN = r"^head/"  # a finetuning task's new head trains in full be
 
 class Adapter(nnx.Module):
     def __init__(self, d_in: int, d_out: int, axes: tuple[str | None, str | None], rank: int, alpha: float, *,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, dropout: float = 0.0):
         # A's init as the paper's (random Gaussian), scaled like a fan-in init so x A stays O(1)
         a = jax.random.normal(rngs.params(), (d_in, rank), jnp.float32) / jnp.sqrt(d_in)
         self.a = nnx.LoRAParam(a, out_sharding=(axes[0], None), eager_sharding=False)
         self.b = nnx.LoRAParam(jnp.zeros((rank, d_out), jnp.float32), out_sharding=(None, axes[1]),
                                eager_sharding=False)
         self.scale = alpha / rank
+        self.dropout = nnx.Dropout(dropout)  # on the adapter's input only (the paper's and PEFT's lora_dropout)
 
-    def __call__(self, x: jax.Array, dtype: Any) -> jax.Array:
+    def __call__(self, x: jax.Array, dtype: Any, rngs: nnx.Rngs | None = None) -> jax.Array:
+        if rngs is not None and self.dropout.rate > 0:
+            x = self.dropout(x, deterministic=False, rngs=rngs)
         return self.scale * matmul(matmul(x, gathered(self.a), dtype), gathered(self.b), dtype)
 
 
 def lora_config(rank: int = 0, alpha: float = 16.0, targets: str = DEFAULT_TARGETS,
-                also_train: str = DEFAULT_ALSO_TRAIN) -> ml_collections.ConfigDict:
+                also_train: str = DEFAULT_ALSO_TRAIN, dropout: float = 0.0) -> ml_collections.ConfigDict:
     """The model.lora section configs carry."""
-    return ml_collections.ConfigDict(dict(rank=rank, alpha=alpha, targets=targets, also_train=also_train))
+    return ml_collections.ConfigDict(dict(rank=rank, alpha=alpha, targets=targets, also_train=also_train,
+                                          dropout=dropout))
 
 
 def _path(path: tuple) -> str:
@@ -67,7 +73,8 @@ def add_adapters(model: nnx.Module, cfg: ml_collections.ConfigDict | None, rngs:
                           + (" ..." if len(denses) > 12 else ""))
     for _, dense in chosen:
         d_in, d_out = dense.kernel.shape
-        dense.lora = Adapter(d_in, d_out, dense.kernel.out_sharding, cfg.rank, cfg.alpha, rngs=rngs)
+        dense.lora = Adapter(d_in, d_out, dense.kernel.out_sharding, cfg.rank, cfg.alpha, rngs=rngs,
+                             dropout=cfg.get("dropout", 0.0))
     return model
 
 
@@ -100,6 +107,8 @@ def check(cfg: ml_collections.ConfigDict) -> tuple[str, Any, str] | None:
         return "model.lora.rank", lo.rank, "0 (no adapters) or a positive rank"
     if lo.rank and lo.alpha <= 0:
         return "model.lora.alpha", lo.alpha, "positive (the adapter's output is scaled by alpha / rank)"
+    if not 0.0 <= lo.get("dropout", 0.0) < 1.0:
+        return "model.lora.dropout", lo.dropout, "a rate in [0, 1) on the adapters' input"
     for key in ("targets", "also_train"):
         try:
             re.compile(lo.get(key, ""))

@@ -16,9 +16,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax import eval_metrics
 from bigmodel_jax.data import pipeline, plays
-from bigmodel_jax.data.tokenizers import load_tokenizer, train_tokenizer
+from bigmodel_jax import decoder_sources, eval_metrics
+from bigmodel_jax.data.tokenizers import BPETokenizer, load_tokenizer, train_tokenizer
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.gpt import GPT, count_params
 from bigmodel_jax.tasks.protocol import EvalSet, TaskData, data_seq_len, keep_source
@@ -78,6 +78,16 @@ def corpus_metrics(outputs: dict[str, np.ndarray], reference: None) -> dict[str,
     return eval_metrics.language_model(outputs["nll"], outputs["tokens"])
 
 
+def source_tokenizer(init_from: str) -> BPETokenizer | None:
+    """A pretrained decoder's tokenizer (SmolLM2's, GPT-2's), which its weights need, as the BPE
+    tokenizer a workdir keeps; None when init_from is a workdir of ours or has none (then the run
+    trains one as usual)."""
+    if not init_from or not decoder_sources.is_decoder(init_from):
+        return None
+    tok = decoder_sources.load_tokenizer(init_from)
+    return None if tok is None else BPETokenizer(tok.backend)
+
+
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
               process_count: int = 1) -> TaskData:
     """Text of both splits via the TFDS builder, the workdir's tokenizer (trained on the train
@@ -91,11 +101,12 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
     try:
         tokenizer = load_tokenizer(workdir)
     except FileNotFoundError:
-        tokenizer = train_tokenizer(d.tokenizer, train_text, d.bpe_vocab_size)
+        tokenizer, how = source_tokenizer(cfg.init_from), f"init_from {cfg.init_from}'s"
+        if tokenizer is None:
+            tokenizer, how = train_tokenizer(d.tokenizer, train_text, d.bpe_vocab_size), f"trained a {d.tokenizer}"
         if process_index == 0:
             workdir.mkdir(parents=True, exist_ok=True)
-            log.info("trained a %s tokenizer (%d tokens), saved to %s", d.tokenizer, tokenizer.vocab_size,
-                     tokenizer.save(workdir))
+            log.info("%s tokenizer (%d tokens), saved to %s", how, tokenizer.vocab_size, tokenizer.save(workdir))
     train_ids = tokenizer.encode_array(train_text)
     val_ids = tokenizer.encode_array(val_text)
     log.info("train split: %d chars -> %d tokens; validation: %d chars -> %d tokens",
