@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beams", type=int, default=0, help="beam search with this many beams (deterministic)")
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length ** this")
     p.add_argument("--bf16-cache", action="store_true", help="keep the KV cache in bfloat16")
+    p.add_argument("--int8", action="store_true", help="int8 weight-only quantization (bigmodel_jax/quantize.py)")
     p.add_argument("--system", default=None, help="a system message for chat models")
     p.add_argument("--no-chat", action="store_true", help="feed the prompt as raw text, without the chat template")
     p.add_argument("--no-stream", action="store_true", help="print only when generation ends")
@@ -138,6 +139,10 @@ def _generate(args: argparse.Namespace, sampling: Sampling, p: argparse.Argument
             messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
                 {"role": "user", "content": args.prompt}]
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    if args.int8:
+        from bigmodel_jax.quantize import quantize_int8
+
+        model, header = quantize_int8(model), header + ", int8 weights"
     seq2seq = hasattr(model, "encode")  # an encoder-decoder: the prompt is its source, its decoder starts blank
     if seq2seq and not args.prompt.strip():
         p.error("--prompt is empty: give the source text to translate or transcribe")

@@ -76,6 +76,9 @@ def test_outputs_early_stopping_and_sampling(tmp_path, tfds_dir, capsys, monkeyp
     assert out1.startswith("ROMEO:") and len(out1.splitlines()[0]) >= 6
     assert sample.main(["--workdir", str(tmp_path), "--prompt", "A", "--max-new-tokens", "70", "--top-k", "5",
                         "--top-p", "0.9", "--temperature", "0.7", "--seed", "1"]) == 0  # past max_len=32
+    capsys.readouterr()
+    assert sample.main(args + ["--int8"]) == 0  # int8 weights (bigmodel_jax/quantize.py)
+    assert capsys.readouterr().out.startswith("ROMEO:")
 
 
 @pytest.mark.slow
