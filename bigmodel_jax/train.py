@@ -71,8 +71,9 @@ def init_state(cfg: ml_collections.ConfigDict, task, mesh: jax.sharding.Mesh):
     graphdef, abstract_params, specs = tasks.abstract_model(cfg)
     param_sh = sharding.shardings_for(abstract_params, specs, mesh)
 
-    def init_params(key):
-        return nnx.to_pure_dict(nnx.state(tasks.build_model(cfg, nnx.Rngs(params=key)), nnx.Param))
+    def init_params(key):  # a LoRA run's frozen base in model.lora.base_dtype
+        return lora.store_frozen(cfg, nnx.to_pure_dict(nnx.state(tasks.build_model(cfg, nnx.Rngs(params=key)),
+                                                                 nnx.Param)))
 
     trainable = lora.trainable(cfg)
     tx, schedule = build_optimizer(cfg.optim, cfg.train.num_steps, cfg.train.on_nonfinite, trainable=trainable)

@@ -188,3 +188,30 @@ def test_adapter_dropout_acts_on_the_adapters_alone_and_only_in_training():
         from bigmodel_jax import config as config_lib
 
         config_lib.validate(small("gpt_char.py", 4, **{"model.lora.dropout": 1.0}), 1)
+
+
+def test_a_bf16_frozen_base_trains_resumes_and_loads(tfds_dir, tmp_path):
+    """model.lora.base_dtype=bfloat16: the frozen base is stored (and checkpointed) in bf16, the
+    adapters stay f32, param_bytes shrink, and a resumed run ends where the unbroken one did."""
+    import shutil
+
+    from bigmodel_jax import train, transfer
+
+    over = {"train.num_steps": 4, "train.checkpoint_every": 2, "train.keep_checkpoints": 3, "model.lora.rank": 2,
+            "model.lora.base_dtype": "bfloat16"}
+    straight = train.train(tiny_config(tfds_dir, **over), tmp_path / "bf16")
+    f32 = train.train(tiny_config(tfds_dir, **{**over, "model.lora.base_dtype": "float32"}), tmp_path / "f32")
+    assert abs(straight.train_losses[1] - f32.train_losses[1]) < 0.05  # the same model, its base rounded
+    model, _, _ = transfer.load_trained(tmp_path / "bf16")
+    adapters, base = lora.split(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    assert {v.dtype for v in base.values()} == {jnp.dtype(jnp.bfloat16)}
+    assert {v.dtype for v in adapters.values()} == {jnp.dtype(jnp.float32)}
+    sizes = [json.loads((tmp_path / d / "summary.json").read_text())["param_bytes"] for d in ("bf16", "f32")]
+    assert sizes[0] < 0.6 * sizes[1]
+    shutil.rmtree(tmp_path / "bf16" / "checkpoints" / "4")
+    resumed = train.train(tiny_config(tfds_dir, **over), tmp_path / "bf16")
+    assert resumed.train_losses[4] == straight.train_losses[4]
+    with pytest.raises(ConfigError, match="model.lora.base_dtype"):
+        from bigmodel_jax import config as config_lib
+
+        config_lib.validate(tiny_config(tfds_dir, **{**over, "model.lora.base_dtype": "float16"}), 1)

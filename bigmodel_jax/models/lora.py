@@ -11,7 +11,7 @@ each Dense's path ('blocks/0/attn/query'), default the attention projections and
 also_train, the parameters that train in full beside the adapters (default a task's head, which a
 finetuning run starts fresh), and dropout on the adapters' input in training (it applies where the
 layer's caller passes the training rngs: the attention and MLP projections of every family, so
-every default target). Not here yet: a bf16 frozen base.
+every default target), and base_dtype ("bfloat16": the frozen base stored in bf16, store_frozen).
 """
 
 from __future__ import annotations
@@ -48,11 +48,15 @@ class Adapter(nnx.Module):
         return self.scale * matmul(matmul(x, gathered(self.a), dtype), gathered(self.b), dtype)
 
 
+BASE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # model.lora.base_dtype -> the frozen base's
+
+
 def lora_config(rank: int = 0, alpha: float = 16.0, targets: str = DEFAULT_TARGETS,
-                also_train: str = DEFAULT_ALSO_TRAIN, dropout: float = 0.0) -> ml_collections.ConfigDict:
+                also_train: str = DEFAULT_ALSO_TRAIN, dropout: float = 0.0,
+                base_dtype: str = "float32") -> ml_collections.ConfigDict:
     """The model.lora section configs carry."""
     return ml_collections.ConfigDict(dict(rank=rank, alpha=alpha, targets=targets, also_train=also_train,
-                                          dropout=dropout))
+                                          dropout=dropout, base_dtype=base_dtype))
 
 
 def _path(path: tuple) -> str:
@@ -107,6 +111,8 @@ def check(cfg: ml_collections.ConfigDict) -> tuple[str, Any, str] | None:
         return "model.lora.rank", lo.rank, "0 (no adapters) or a positive rank"
     if lo.rank and lo.alpha <= 0:
         return "model.lora.alpha", lo.alpha, "positive (the adapter's output is scaled by alpha / rank)"
+    if lo.get("base_dtype", "float32") not in BASE_DTYPES:
+        return "model.lora.base_dtype", lo.base_dtype, f"one of {sorted(BASE_DTYPES)} (how the frozen base is stored)"
     if not 0.0 <= lo.get("dropout", 0.0) < 1.0:
         return "model.lora.dropout", lo.dropout, "a rate in [0, 1) on the adapters' input"
     for key in ("targets", "also_train"):
@@ -136,6 +142,23 @@ def trained_note(cfg: ml_collections.ConfigDict, params: dict) -> str:
     if not enabled(cfg):
         return ""
     return f" ({trained_count(cfg, params):,} trained: the adapters and model.lora.also_train)"
+
+
+def store_frozen(cfg: ml_collections.ConfigDict, params: dict) -> dict:
+    """params (arrays or ShapeDtypeStructs) with the frozen base in model.lora.base_dtype: bf16
+    halves the memory of a base that never gets a gradient (the adapters, what also_train picks and
+    the optimizer state stay f32). Matmuls cast their weights to the compute dtype either way."""
+    chosen = trainable(cfg)
+    dtype = BASE_DTYPES[cfg.model.lora.get("base_dtype", "float32")] if chosen is not None else jnp.float32
+    if dtype == jnp.float32:
+        return params
+    train_part, frozen = split(params, chosen)
+
+    def cast(v):
+        if isinstance(v, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(v.shape, dtype, sharding=v.sharding)
+        return v.astype(dtype)
+    return join(train_part, {k: cast(v) for k, v in frozen.items()})
 
 
 def join(adapters: dict, rest: dict) -> dict:

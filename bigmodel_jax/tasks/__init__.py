@@ -38,4 +38,4 @@ def abstract_model(cfg: ml_collections.ConfigDict) -> tuple[Any, dict, dict]:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if jax.tree.leaves(rest):
         raise TypeError(f"the model holds non-Param state the trainer would drop: {rest}")
-    return graphdef, nnx.to_pure_dict(params), sharding.param_specs(model)
+    return graphdef, lora.store_frozen(cfg, nnx.to_pure_dict(params)), sharding.param_specs(model)
