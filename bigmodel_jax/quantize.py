@@ -61,7 +61,8 @@ class Int8Embed(nnx.Module):
         self.scale = nnx.Param(scale)
 
     def __call__(self, ids: Array) -> Array:
-        return jnp.take(self.embedding[...], ids, axis=0).astype(jnp.float32) * jnp.take(self.scale[...], ids)[..., None]
+        rows = jnp.take(self.embedding[...], ids, axis=0).astype(jnp.float32)
+        return rows * jnp.take(self.scale[...], ids)[..., None]
 
     def attend(self, x: Array, dtype: Any) -> Array:
         return matmul(x, self.embedding[...], dtype, w_transposed=True) * self.scale[...]
