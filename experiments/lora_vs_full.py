@@ -31,7 +31,7 @@ TASKS = {
                     "train.batch_size": 32, "train.eval_every": 50, "train.checkpoint_every": 50,
                     "train.eval_batches": 16, "train.patience": 4, "optim.warmup_steps": 50,
                     "train.restore_best": True},
-              {"full": ({}, [5e-5, 1e-4]), "lora": (LORA, [1e-3])}, "val/accuracy", "test/accuracy"),
+              {"full": ({}, [5e-5, 1e-4]), "lora": (LORA, [5e-4, 1e-3])}, "val/accuracy", "test/accuracy"),
     "polarity": (CLS + ":polarity", {"init_from": "minilm", "train.restore_best": True},
                  {"full": ({}, [3e-5, 1e-4, 3e-4]), "lora": (LORA, [3e-4, 1e-3, 3e-3])}, "val/accuracy",
                  "test/accuracy"),
