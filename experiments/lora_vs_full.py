@@ -73,13 +73,14 @@ def arm_rows(workdir: Path, task: str, metric: str) -> list[dict]:
 
 def table(task: str, rows: list[dict], metric: str) -> str:
     out = [f"**{task}** ({metric}, mean ± std over seeds)", "",
-           "| arm | lr | params trained | optimizer state | peak RSS | step time | " + metric + " |",
+           "| arm | lr | params trained | optimizer state | peak RSS | step time (under load) | " + metric + " |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        out.append(f"| {r['arm']} | {r['lr']:g} | {r['trained']:,} of {r['params']:,} "
+        step = "-" if r["arm"] == "untrained" else f"{r['step_ms']:,.0f} ms"  # one step: compilation
+        lr = "-" if r["arm"] == "untrained" else f"{r['lr']:g}"
+        out.append(f"| {r['arm']} | {lr} | {r['trained']:,} of {r['params']:,} "
                    f"({100 * r['trained'] / r['params']:.2f}%) | {r['optimizer_mb']:.1f} MiB | "
-                   f"{r['peak_rss_mb']:,.0f} MiB | {r['step_ms']:.0f} ms | {report.fmt(*r['metric'])} "
-                   f"(n={r['n']}) |")
+                   f"{r['peak_rss_mb']:,.0f} MiB | {step} | {report.fmt(*r['metric'])} (n={r['n']}) |")
     by_arm = {r["arm"]: r for r in rows}
     if "full" in by_arm and "lora" in by_arm:
         full, lo = by_arm["full"], by_arm["lora"]
