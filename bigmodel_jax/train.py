@@ -428,7 +428,8 @@ def write_summary(workdir: Path, result: TrainResult, step: int, sizes: dict[str
     resident memory (parameters, optimizer, activations, XLA's buffers and the data together)."""
     last_val = result.val_metrics[max(result.val_metrics)] if result.val_metrics else {}
     summary = {"step": step, "finished": True, "stopped_early": result.stopped_early, **sizes,
-               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                    / (2**20 if sys.platform == "darwin" else 1024), 1),  # bytes there, KiB on Linux
                "seconds": round(seconds, 2), "eval_metric": result.metric, "best_metric": result.best_metric,
                "best_step": result.best_step, "validation": last_val, "test": result.test_metrics}
     tmp = workdir / "summary.json.tmp"

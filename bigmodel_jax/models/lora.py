@@ -7,11 +7,11 @@ optimizer which leaves train; the base stays frozen. `merge` folds B A into W fo
 export, leaving an ordinary model.
 
 model.lora in a config: rank (0 = no adapters), alpha, targets — a regular expression searched in
-each Dense's path ('blocks/0/attn/query'), default the attention projections and the MLP —,
+each Dense's path ('blocks/0/attn/query'), default the attention projections and the MLP;
 also_train, the parameters that train in full beside the adapters (default a task's head, which a
-finetuning run starts fresh), and dropout on the adapters' input in training (it applies where the
+finetuning run starts fresh); dropout on the adapters' input in training (it applies where the
 layer's caller passes the training rngs: the attention and MLP projections of every family, so
-every default target), and base_dtype ("bfloat16": the frozen base stored in bf16, store_frozen).
+every default target); and base_dtype ("bfloat16": the frozen base stored in bf16, store_frozen).
 """
 
 from __future__ import annotations

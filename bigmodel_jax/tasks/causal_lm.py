@@ -16,8 +16,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bigmodel_jax.data import pipeline, plays
 from bigmodel_jax import decoder_sources, eval_metrics
+from bigmodel_jax.data import pipeline, plays
 from bigmodel_jax.data.tokenizers import BPETokenizer, load_tokenizer, train_tokenizer
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.gpt import GPT, count_params
