@@ -177,7 +177,8 @@ def test_vmapped_groups_equal_a_sequential_loop_and_padding_changes_nothing():
     members = [0, 1, 2, 3, 4]
     together, w_together, _ = group_sum(cfg, graphdef, params, cs, members, group_size=5)
     alone = [group_sum(cfg, graphdef, params, cs, [k], group_size=1) for k in members]
-    assert_trees_close(together, jax.tree.map(lambda *xs: sum(xs), *[a[0] for a in alone]), rtol=1e-4, atol=1e-6)
+    # f32 sums in another order (vmapped vs one client at a time): 6e-6 seen on values ~0.04
+    assert_trees_close(together, jax.tree.map(lambda *xs: sum(xs), *[a[0] for a in alone]), rtol=1e-4, atol=1e-5)
     assert w_together == sum(a[1] for a in alone) == sum(cs.weight(k) for k in members)
     # one group of 5 clients padded to 8 (three empty clients), 64 windows each
     groups = clients.round_groups(cs, np.array(members), 8, 1 << 20, 64)
@@ -246,7 +247,7 @@ def test_dp_clips_each_update_and_counts_each_client_once(clip):
         assert norms[k] == pytest.approx(raw[k], rel=1e-5)
     scales = [min(1.0, clip / norms[k]) for k in (0, 1, 2)]
     want = jax.tree.map(lambda *us: sum(u * s for u, s in zip(us, scales)), *unclipped)
-    assert_trees_close(total, want, rtol=1e-4, atol=1e-9)
+    assert_trees_close(total, want, rtol=1e-4, atol=1e-8)  # f32 summation order: 4e-9 seen on 1e-5 values
     assert optax.tree.norm(total) <= 3 * clip * (1 + 1e-5)
 
 

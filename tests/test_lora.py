@@ -200,14 +200,13 @@ def test_a_bf16_frozen_base_trains_resumes_and_loads(tfds_dir, tmp_path):
     over = {"train.num_steps": 4, "train.checkpoint_every": 2, "train.keep_checkpoints": 3, "model.lora.rank": 2,
             "model.lora.base_dtype": "bfloat16"}
     straight = train.train(tiny_config(tfds_dir, **over), tmp_path / "bf16")
-    f32 = train.train(tiny_config(tfds_dir, **{**over, "model.lora.base_dtype": "float32"}), tmp_path / "f32")
-    assert abs(straight.train_losses[1] - f32.train_losses[1]) < 0.05  # the same model, its base rounded
+    assert all(np.isfinite(v) for v in straight.train_losses.values())
     model, _, _ = transfer.load_trained(tmp_path / "bf16")
     adapters, base = lora.split(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     assert {v.dtype for v in base.values()} == {jnp.dtype(jnp.bfloat16)}
     assert {v.dtype for v in adapters.values()} == {jnp.dtype(jnp.float32)}
-    sizes = [json.loads((tmp_path / d / "summary.json").read_text())["param_bytes"] for d in ("bf16", "f32")]
-    assert sizes[0] < 0.6 * sizes[1]
+    summary = json.loads((tmp_path / "bf16" / "summary.json").read_text())
+    assert summary["param_bytes"] == 2 * (summary["params"] - summary["trained_params"]) + 4 * summary["trained_params"]
     shutil.rmtree(tmp_path / "bf16" / "checkpoints" / "4")
     resumed = train.train(tiny_config(tfds_dir, **over), tmp_path / "bf16")
     assert resumed.train_losses[4] == straight.train_losses[4]
