@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -126,3 +128,20 @@ def make_progress(enabled: bool):
                     TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  "
                                "{task.fields[tps]} tok/s  MFU {task.fields[mfu]}"),
                     TimeRemainingColumn(), refresh_per_second=2)
+
+
+def write_summary(workdir: Path, result: Any, step: int, sizes: dict[str, int], seconds: float) -> None:
+    """summary.json (result: train.TrainResult): written once a run has finished (its last step or an
+    early stop), so a sweep or a report tells finished runs from interrupted ones; the curves stay in
+    metrics.jsonl.
+    sizes: parameter counts and bytes (global, all devices); peak_rss_mb is this process's peak
+    resident memory (parameters, optimizer, activations, XLA's buffers and the data together)."""
+    last_val = result.val_metrics[max(result.val_metrics)] if result.val_metrics else {}
+    summary = {"step": step, "finished": True, "stopped_early": result.stopped_early, **sizes,
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                    / (2**20 if sys.platform == "darwin" else 1024), 1),  # bytes there, KiB on Linux
+               "seconds": round(seconds, 2), "eval_metric": result.metric, "best_metric": result.best_metric,
+               "best_step": result.best_step, "validation": last_val, "test": result.test_metrics}
+    tmp = workdir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    tmp.replace(workdir / "summary.json")  # never half-written

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -410,7 +409,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                 (workdir / "test_metrics.json").write_text(json.dumps(
                     dict(result.test_metrics, step=result.best_step if cfg.train.restore_best else step), indent=1))
         if finished and is_main and (result.val_metrics or not (workdir / "summary.json").exists()):
-            write_summary(workdir, result, step, sizes, elapsed())
+            metrics_lib.write_summary(workdir, result, step, sizes, elapsed())
     finally:
         stop.restore()
         if bar is not None:
@@ -419,22 +418,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         ckpt.close()  # waits for a save in flight; a failed one raises RunError saying what is kept
     result.step = step
     return result
-
-
-def write_summary(workdir: Path, result: TrainResult, step: int, sizes: dict[str, int], seconds: float) -> None:
-    """summary.json: written once a run has finished (its last step or an early stop), so a sweep
-    or a report tells finished runs from interrupted ones; the curves stay in metrics.jsonl.
-    sizes: parameter counts and bytes (global, all devices); peak_rss_mb is this process's peak
-    resident memory (parameters, optimizer, activations, XLA's buffers and the data together)."""
-    last_val = result.val_metrics[max(result.val_metrics)] if result.val_metrics else {}
-    summary = {"step": step, "finished": True, "stopped_early": result.stopped_early, **sizes,
-               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                    / (2**20 if sys.platform == "darwin" else 1024), 1),  # bytes there, KiB on Linux
-               "seconds": round(seconds, 2), "eval_metric": result.metric, "best_metric": result.best_metric,
-               "best_step": result.best_step, "validation": last_val, "test": result.test_metrics}
-    tmp = workdir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=float) + "\n")
-    tmp.replace(workdir / "summary.json")  # never half-written
 
 
 class _OneLine(logging.Filter):
