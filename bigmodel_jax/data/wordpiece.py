@@ -193,6 +193,9 @@ class WordPieceTokenizer:
         word_ids = out.pop("word_ids")[0]
         return {k: v[0] for k, v in out.items()}, word_ids
 
+    def id_to_token(self, i: int) -> str:
+        return self._tok.id_to_token(int(i))
+
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         """Text for ids (numpy or list); pad ids are skipped along with the other specials by default."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special)

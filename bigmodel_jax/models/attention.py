@@ -57,6 +57,8 @@ class Attention(nnx.Module):
     XLA:CPU than [b, t, h, d].
     """
 
+    explain = False  # bigmodel_jax.explain sets it: the probabilities are sown for nnx.capture
+
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, *, rngs: nnx.Rngs, causal: bool,
                  use_rope: bool, rope_theta: float = 10000.0, use_bias: bool = True, dropout: float = 0.0,
                  out_std: float = 0.02, dtype: Any = jnp.float32, head_dim: int | None = None,
@@ -201,6 +203,8 @@ class Attention(nnx.Module):
         if allowed is not None:
             scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)
+        if self.explain:
+            self.sow(nnx.Intermediate, "attention_probs", probs)  # [B, H, T, S]
         probs = self.attn_dropout(probs, deterministic=rngs is None, rngs=rngs)
         probs = probs.astype(self.dtype).reshape(b, self.num_kv_heads, groups, t, s)
         if cached:

@@ -90,6 +90,8 @@ class Block(nnx.Module):
     remat: a key of REMAT, applied in training (never with a KV cache).
     attention_impl: one of ATTENTION_IMPLS (Attention's)."""
 
+    explain = False  # bigmodel_jax.explain sets it: each block's input is sown for nnx.capture (probes)
+
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, mlp_dim: int, *, rngs: nnx.Rngs,
                  causal: bool, norm: str = "layernorm", activation: str = "gelu", use_rope: bool = False,
                  rope_theta: float = 10000.0, use_bias: bool = True, dropout: float = 0.0,
@@ -113,6 +115,8 @@ class Block(nnx.Module):
                  cache: KVCache | None = None, cache_index: Array | int = 0, prefill: bool = False,
                  rngs: nnx.Rngs | None = None) -> tuple[Array, KVCache | None]:
         """cache, cache_index, prefill: as Attention's."""
+        if self.explain:
+            self.sow(nnx.Intermediate, "block_input", x)
         if REMAT[self.remat] is not None and cache is None:
             x = REMAT[self.remat](self, x, positions_bt, mask_bts, rngs)
         else:
@@ -146,7 +150,7 @@ def run_blocks(blocks: nnx.List, x: Array, positions_bt: Array, mask_bts: Array 
     their gradients unstacked; each layer's dropout draws from its own key split off rngs. On
     XLA:CPU this does not pay yet: the per-parameter optimizer, clipping and stacking work dominates
     a deep step's compile time, and the loop costs step time (docs/speed.md has the figures)."""
-    if not scan:
+    if not scan or blocks[0].explain:  # explain's captures need each block called as itself
         for block in blocks:
             x, _ = block(x, positions_bt, mask_bts=mask_bts, rngs=rngs)
         return x

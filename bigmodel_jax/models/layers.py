@@ -122,12 +122,17 @@ class Norm(nnx.Module):
 
 
 class Embed(nnx.Module):
+    # bigmodel_jax.explain sets it on a model's input embedding: attributions differentiate the
+    # output through an nnx.capture perturbation added to it (zero unless they set one)
+    explain = False
+
     def __init__(self, num: int, dim: int, axes: tuple[str | None, str | None], *, rngs: nnx.Rngs,
                  std: float = 0.02):
         self.embedding = param(rngs.params(), (num, dim), axes, std)
 
     def __call__(self, ids: Array) -> Array:
-        return jnp.take(gathered(self.embedding), ids, axis=0)
+        x = jnp.take(gathered(self.embedding), ids, axis=0)
+        return self.perturb("input_embeddings", x) if self.explain else x
 
     def attend(self, x: Array, dtype: Any) -> Array:
         """Tied output head: x[..., d] · Eᵀ, contracting the embedding's dim 1 (no transpose copy)."""
