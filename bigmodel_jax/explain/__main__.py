@@ -200,6 +200,7 @@ def _word_features(subject: sources.Subject, windows: list, max_len: int) -> tup
     causal LM's last token of it: what it has read of the word), and whether the word is part of a
     speaker heading."""
     fwd, tok = sources.forward(subject), subject.tokenizer
+    max_len = sources.capped(subject, max_len)
     per_layer, labels = None, []
     for words, tags in windows:
         if subject.is_encoder:
@@ -214,12 +215,15 @@ def _word_features(subject: sources.Subject, windows: list, max_len: int) -> tup
                 ids += tok.encode(w if j == 0 else " " + w)
                 ends.append(len(ids) - 1)
             keep = [j for j, e in enumerate(ends) if e < max_len]
-            inputs, positions, kept = {"input_ids": jnp.asarray(ids[:max_len])[None]}, np.array(
-                [ends[j] for j in keep]), keep
+            ids = (ids + [0] * max_len)[:max_len]  # one shape for every window: one compile (causal: the
+            # padding after a word never reaches it)
+            inputs, positions, kept = {"input_ids": jnp.asarray(ids)[None]}, np.array([ends[j] for j in keep]), keep
         hidden, _ = capture.hidden_states(subject.model, fwd, inputs)
         rows = [np.asarray(h[0, positions], np.float32) for h in hidden]
         per_layer = rows if per_layer is None else [np.concatenate([a, b]) for a, b in zip(per_layer, rows)]
         labels += [tags[j] != "O" for j in kept]
+        if len(labels) and len(per_layer[0]) % 2000 < len(kept):
+            print(f"{len(per_layer[0])} words read", file=sys.stderr)
     return per_layer, np.array(labels, np.int64)
 
 

@@ -76,7 +76,8 @@ def image_rollout_png(image_hwc: np.ndarray, rollout_ts: np.ndarray, grid: int, 
     axes[0].set_title("input", fontsize=9)
     axes[1].imshow(image, cmap="gray")
     h, w = image.shape[:2]
-    axes[1].imshow(patches, cmap="inferno", alpha=0.6, extent=(0, w, h, 0), interpolation="nearest")
+    axes[1].imshow(patches, cmap="inferno", alpha=0.6, extent=(-0.5, w - 0.5, h - 0.5, -0.5),  # pixel edges
+                   interpolation="nearest")
     axes[1].set_title("attention rollout ([CLS] -> patches)" if num_prefix else "attention rollout (mean)",
                       fontsize=9)
     for ax in axes:

@@ -11,6 +11,7 @@ which hands the values back as an `nnx.State` keyed by module path and leaves th
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import jax
@@ -87,11 +88,22 @@ def attention_maps(model: nnx.Module, fn: Callable, *args, **kwargs) -> dict[str
     return collected(state, "attention_probs")
 
 
-def hidden_states(model: nnx.Module, fn: Callable, *args, **kwargs) -> tuple[list[np.ndarray], Any]:
+def hidden_states(model: nnx.Module, fn: Callable, *args) -> tuple[list[np.ndarray], Any]:
     """([each block's input, ..., fn's output], fn's output): the embedding layer's output first,
     then the residual stream after each block, as Hugging Face's output_hidden_states (fn returns
-    the last hidden state: a BERT's last block output, a GPT's final-normed stream)."""
+    the last hidden state: a BERT's last block output, a GPT's final-normed stream). Compiled once
+    per fn and input shapes (a probe reads hundreds of windows of one shape)."""
+    states, out = _hidden_states(fn, *nnx.split(model), *args)
+    return [np.asarray(s) for s in states], out
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _hidden_states(fn: Callable, graphdef: nnx.GraphDef, state: nnx.State, *args):
+    model = nnx.merge(graphdef, state)  # made inside the trace, so the hooks may be set on it
     with hooks_on(model):
-        out, state = run(fn, model, *args, **kwargs)
-    inputs = collected(state, "block_input")
-    return list(inputs.values()) + [np.asarray(out)], out
+        out, sown = run(fn, model, *args)
+    inputs = []
+    for path, value in sorted(nnx.to_flat_state(sown), key=lambda pv: _layer_order(pv[0])):
+        if path[-1] == "block_input":
+            inputs.append(value.get_value()[-1])
+    return inputs + [out], out

@@ -4,7 +4,7 @@ model's inputs and readable tokens."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +24,6 @@ class Subject:
     cfg: Any = None
     label_names: tuple[str, ...] = ()
     name: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def is_encoder(self) -> bool:
@@ -106,7 +105,7 @@ def encode(subject: Subject, text: str, max_len: int = 128) -> tuple[dict[str, j
     """(inputs [1, T], the T tokens as text, which tokens are words: not [CLS]/[SEP]) of one text,
     unpadded (T its length, at most max_len and the model's own max_len)."""
     tok = subject.tokenizer
-    max_len = min(max_len, getattr(subject.model, "bert", subject.model).cfg.max_len)
+    max_len = capped(subject, max_len)
     if subject.is_encoder:
         batch = tok.encode([text], max_len=max_len, padding="longest")
         ids = batch["input_ids"][0]
@@ -119,6 +118,11 @@ def encode(subject: Subject, text: str, max_len: int = 128) -> tuple[dict[str, j
             raise SystemExit("--text is empty after tokenizing")
         return {"input_ids": jnp.asarray(ids)[None]}, [tok.decode([int(i)]) for i in ids], np.ones(len(ids), bool)
     raise SystemExit(f"{subject.name}: text inputs need a BERT-family model or a causal LM, not task {subject.task!r}")
+
+
+def capped(subject: Subject, max_len: int) -> int:
+    """max_len, or the model's own context length if that is shorter."""
+    return min(max_len, getattr(subject.model, "bert", subject.model).cfg.max_len)
 
 
 def forward(subject: Subject) -> Callable:
