@@ -199,6 +199,7 @@ def trained(tfds_dir, tmp_path_factory):
 
 
 # the damaged reads leave TensorStore futures whose errors nobody retrieves (the restore already failed and fell back)
+@pytest.mark.slow  # end to end; in the slow tier since its hour outgrew CI's
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_every_file_of_a_checkpoint_truncated_or_garbled_is_caught(trained, tmp_path, caplog):
     """Each file of the newest checkpoint, cut in half or with a tenth of its bytes flipped: the

@@ -445,6 +445,7 @@ def test_federated_classifier_evaluation_is_accuracy_over_the_examples():
     assert got["loss"] == pytest.approx(float(np.mean(out["loss"])), rel=1e-5)
 
 
+@pytest.mark.slow  # end to end; in the slow tier since its hour outgrew CI's
 def test_the_cli_trains_the_genre_classifier_on_the_real_clients(tfds_dir, tmp_path):
     settings = ["--config.model.num_layers=1", "--config.model.width=32", "--config.model.num_heads=2",
                 "--config.model.mlp_dim=64", "--config.data.vocab_size=500", "--config.data.seq_len=32",

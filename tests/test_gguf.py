@@ -119,6 +119,7 @@ def test_not_a_gguf_file_is_named(tmp_path):
         gguf_import.load_gguf(bad)
 
 
+@pytest.mark.slow  # end to end; in the slow tier since its hour outgrew CI's
 def test_sample_cli_chats_and_streams(smollm2, monkeypatch, capsys):
     """`python -m bigmodel_jax.sample --model smollm2`: chat template, streamed reply, stop at end of turn."""
     from bigmodel_jax import sample

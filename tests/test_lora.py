@@ -91,6 +91,7 @@ def test_bad_lora_settings_are_refused_with_what_to_fix(tfds_dir):
         tasks.abstract_model(small("gpt_char.py", 2, **{"model.lora.targets": "qkv_proj"}))
 
 
+@pytest.mark.slow  # end to end; in the slow tier since its hour outgrew CI's
 def test_lora_finetunes_from_a_workdir_keeps_its_base_and_loads_merged(tfds_dir, tmp_path):
     """The trainer end to end: a base run, then LoRA from it (init_from): the checkpoint's base
     weights are the source's, bit for bit; the run reloads with its adapters, and as an init_from

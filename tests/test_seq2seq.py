@@ -180,6 +180,7 @@ def _pairs_config(tmp_path, **overrides):
     return apply_overrides(cfg, [f"{k}={v}" for k, v in base.items()])
 
 
+@pytest.mark.slow  # end to end; in the slow tier since its hour outgrew CI's
 def test_training_on_pair_files_reports_decoded_metrics_and_the_run_decodes(tmp_path, capsys):
     result = train.train(_pairs_config(tmp_path, **{"train.num_steps": 60, "train.eval_every": 30}), tmp_path / "run")
     first, last = result.train_losses[min(result.train_losses)], result.train_losses[max(result.train_losses)]

@@ -113,6 +113,7 @@ def test_print_commands(tmp_path):
     assert "--config.model.dropout=0.1" in lines[2] and "--config.seed=0" in lines[2]
 
 
+@pytest.mark.slow  # end to end; in the slow tier since its hour outgrew CI's
 def test_report_from_runs_made_by_hand(tmp_path, tfds_dir):
     for lr in (1e-3, 3e-3):
         for seed in (0, 1):

@@ -216,6 +216,7 @@ def test_a_t5_directory_with_only_tokenizer_json_encodes_and_decodes_as_transfor
         sample.main(["--model", str(tmp_path / "hf"), "--prompt", "the cat"])
 
 
+@pytest.mark.slow  # end to end; in the slow tier since its hour outgrew CI's
 def test_remat_gives_the_same_loss_and_gradients_and_keeps_less_for_the_backward_pass():
     """model.remat recomputes each encoder and decoder layer in the backward pass: the numbers are
     the unrematerialized ones (dropout included: the same rngs draw the same masks), and what autodiff

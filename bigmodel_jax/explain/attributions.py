@@ -126,8 +126,10 @@ def integrated_gradients(model: nnx.Module, score_fn: ScoreFn, inputs: Inputs, t
     x_td = embed(inputs["input_ids"][0])
     b_td = embed(jnp.asarray(baseline_ids))
     alphas, weights = quadrature(method, steps)
+    pad = -steps % batch  # every chunk one shape, one compile: the padding points weigh 0
+    alphas, weights = np.pad(alphas, (0, pad)), np.pad(weights, (0, pad))
     total_td = np.zeros(x_td.shape, np.float64)
-    for i in range(0, steps, batch):
+    for i in range(0, steps + pad, batch):
         a = jnp.asarray(alphas[i:i + batch], jnp.float32)[:, None, None]
         _, g_std = _embedding_grads(model, score_fn, inputs, target, b_td[None] + a * (x_td - b_td)[None])
         total_td += np.einsum("s,std->td", weights[i:i + batch], g_std.astype(np.float64))
