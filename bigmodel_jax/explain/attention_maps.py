@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bigmodel_jax.explain.render import pyplot, save
+
 
 def rollout(probs_per_layer: Sequence[np.ndarray]) -> np.ndarray:
     """[T, S] rollout from each layer's probabilities [H, T, S] (one example), first layer first."""
@@ -30,11 +32,7 @@ def rollout(probs_per_layer: Sequence[np.ndarray]) -> np.ndarray:
 def heads_png(probs_hts: np.ndarray, tokens: Sequence[str], path: str | Path, title: str,
               heads: Sequence[int] | None = None) -> Path:
     """One PNG: a heatmap per head (rows: queries, columns: keys) labelled with the tokens."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     heads = list(range(probs_hts.shape[0])) if heads is None else list(heads)
     t = len(tokens)
     cols = min(len(heads), 4)
@@ -50,22 +48,14 @@ def heads_png(probs_hts: np.ndarray, tokens: Sequence[str], path: str | Path, ti
         ax.set_xticks(range(t), tokens, rotation=90, fontsize=7)
         ax.set_yticks(range(t), tokens, fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # room for the two-line title
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # room for the two-line title
 
 
 def image_rollout_png(image_hwc: np.ndarray, rollout_ts: np.ndarray, grid: int, path: str | Path, title: str,
                       num_prefix: int = 1) -> Path:
     """The image beside it with the rollout of its [CLS] row over the grid x grid patches on top
     (a mean-pooled ViT has no [CLS]: the mean of every patch's row, num_prefix=0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     row = rollout_ts[0] if num_prefix else rollout_ts.mean(0)
     patches = row[num_prefix:].reshape(grid, grid)
     image = np.asarray(image_hwc, np.float32)
@@ -83,8 +73,4 @@ def image_rollout_png(image_hwc: np.ndarray, rollout_ts: np.ndarray, grid: int, 
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bigmodel_jax.explain.render import pyplot, save
+
 
 def fit_probes(train_layers: Sequence[np.ndarray], y_train: np.ndarray, test_layers: Sequence[np.ndarray],
                y_test: np.ndarray, seed: int = 0) -> list[dict]:
@@ -31,11 +33,7 @@ def fit_probes(train_layers: Sequence[np.ndarray], y_train: np.ndarray, test_lay
 
 
 def probes_png(rows: list[dict], path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     layers = [r["layer"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(layers, [r["accuracy"] for r in rows], "o-", label="probe accuracy (test)")
@@ -45,7 +43,4 @@ def probes_png(rows: list[dict], path, title: str):
     ax.set_xticks(layers)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

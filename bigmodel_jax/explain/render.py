@@ -10,6 +10,25 @@ from typing import Sequence
 import numpy as np
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported when first drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: str | Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay the figure out (inside rect, figure fractions), write it as a PNG and free it."""
+    fig.tight_layout(rect=rect)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def _strength(scores: np.ndarray) -> np.ndarray:
     top = float(np.abs(scores).max()) if len(scores) else 0.0
     return scores / top if top > 0 else np.zeros_like(scores)
@@ -48,11 +67,7 @@ def html_page(tokens: Sequence[str], scores: np.ndarray, title: str, lines: Sequ
 
 def tokens_png(tokens: Sequence[str], scores: np.ndarray, path: str | Path, title: str) -> Path:
     """The tokens as a bar chart of their attributions (one bar per token, colored as above)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     scores = np.asarray(scores, np.float64)
     colors = [tuple(c / 255 for c in _rgb(float(s))) for s in _strength(scores)]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(tokens)), 3.2))
@@ -61,8 +76,4 @@ def tokens_png(tokens: Sequence[str], scores: np.ndarray, path: str | Path, titl
     ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
     ax.set_ylabel("attribution")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
