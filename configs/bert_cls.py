@@ -21,6 +21,8 @@ full default (all 17,418 speeches, up to 1,500 steps) has not been timed here.
 
 from pathlib import Path
 
+import ml_collections
+
 from bigmodel_jax.config import load_config_file
 
 
@@ -33,6 +35,9 @@ def get_config(variant: str = ""):
                    checkpoint_every=150, keep_checkpoints=1, eval_metric="accuracy", patience=4,
                    restore_best=True)
     c.train.loss = "cross_entropy"  # or "mse": squared error of the softmax probabilities (Brier); eval stays CE
+    # debiasing (docs/bias.md): counterfactual swaps added to the training split; an adversary on
+    # the pooled features predicting the text's gender through a reversed gradient of this scale
+    c.debias = ml_collections.ConfigDict({"counterfactual": False, "adversary_weight": 0.0})
     if variant == "play":
         c.data.dataset = "plays_play"
     elif variant == "polarity":

@@ -131,3 +131,32 @@ def plot_against_epsilon(points: list[tuple[float, float, float]], references: d
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, path: Path,
+                      errors: dict[str, dict[str, float]] | None = None, title: str = "") -> None:
+    """One cluster of bars per group ({group: {series: value}}), one color per series (a missing
+    value: no bar), with error bars where `errors` has them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = list(dict.fromkeys(s for values in groups.values() for s in values))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.25 * len(groups) * len(series))), 4))
+    for j, name in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i, g in enumerate(groups) if name in groups[g]]
+        ys = [groups[g][name] for g in groups if name in groups[g]]
+        err = [(errors or {}).get(g, {}).get(name, 0.0) for g in groups if name in groups[g]]
+        ax.bar(xs, ys, width, yerr=err if any(err) else None, label=name, capsize=2)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8, rotation=12)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -65,6 +65,7 @@ BAD = [
     ("bert_cls.py", ["data.tokenizer_dir=/no/such/dir"], "data.tokenizer_dir"),
     ("bert_cls.py", ["train.eval_metric=mse"], "train.eval_metric"),
     ("bert_cls.py", ["train.loss=hinge"], "train.loss"),
+    ("bert_cls.py", ["debias.adversary_weight=-1.0"], "debias.adversary_weight"),
     ("bert_cls.py", ["init_from=/no/such/run"], "init_from"),
     ("bert_mlm.py", ["data.mask_rate=1.5"], "data.mask_rate"),
     ("bert_mlm.py", ["data.seq_len=256"], "data.seq_len"),

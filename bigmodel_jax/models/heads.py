@@ -18,6 +18,8 @@ MSE-vs-cross-entropy ablation); evaluation reports cross-entropy either way (`cl
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -38,9 +40,46 @@ class EncoderWithHead(nnx.Module):
 
     def __call__(self, input_ids_bt, token_type_ids_bt, attention_mask_bt, *, rngs: nnx.Rngs | None = None):
         """f32 [B, num_outputs] from the pooled [CLS] output, or [B, T, num_outputs] per token."""
+        return self.read(self.features(input_ids_bt, token_type_ids_bt, attention_mask_bt, rngs=rngs), rngs=rngs)
+
+    def features(self, input_ids_bt, token_type_ids_bt, attention_mask_bt, *, rngs: nnx.Rngs | None = None):
+        """What the head reads: the pooled [CLS] output [B, D] (every token's state [B, T, D] per token);
+        an adversary and a post-hoc projection (bias/) work on it."""
         h = self.bert(input_ids_bt, token_type_ids_bt, attention_mask_bt, rngs=rngs)
-        h = h if self.per_token else self.bert.pool(h)
-        return self.head(self.dropout(h, deterministic=rngs is None, rngs=rngs))
+        return h if self.per_token else self.bert.pool(h)
+
+    def read(self, features, *, rngs: nnx.Rngs | None = None):
+        return self.head(self.dropout(features, deterministic=rngs is None, rngs=rngs))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def reverse_gradient(x: jax.Array, scale: float) -> jax.Array:
+    """The identity forward; the gradient multiplied by -scale backward (Ganin & Lempitsky 2015): an
+    adversary above it learns to predict, while everything below it learns to make that fail."""
+    return x
+
+
+reverse_gradient.defvjp(lambda x, scale: (x, None), lambda scale, _, g: (-scale * g,))
+
+
+class Adversary(nnx.Module):
+    """A one-hidden-layer MLP predicting a protected attribute from the features the head reads
+    (adversarial debiasing, Zhang et al. 2018 / Elazar & Goldberg 2018)."""
+
+    def __init__(self, width: int, num_classes: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.hidden = Dense(width, width, ("embed", None), rngs=rngs, dtype=dtype)
+        self.out = Dense(width, num_classes, (None, None), rngs=rngs, dtype=dtype)
+
+    def __call__(self, features_bd: jax.Array) -> jax.Array:
+        return self.out(jax.nn.relu(self.hidden(features_bd))).astype(jnp.float32)
+
+
+def adversary_loss(logits_bc: jax.Array, attribute_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(cross-entropy, accuracy) over the examples whose attribute is known (attribute_b >= 0)."""
+    known_b = (attribute_b >= 0).astype(jnp.float32)
+    labels_b = jnp.maximum(attribute_b, 0)
+    ce = _wmean(optax.softmax_cross_entropy_with_integer_labels(logits_bc, labels_b), known_b)
+    return ce, _wmean((logits_bc.argmax(-1) == labels_b).astype(jnp.float32), known_b)
 
 
 def _wmean(x, w):
