@@ -188,7 +188,7 @@ def evaluate_run(path: Path, projected: bool) -> dict:
         sets = [feats(embeddings.seat_sentences(ws), 32) for _, ws in test["targets"] + test["attributes"]]
         seat[test["id"]] = weat(*sets, n_resamples=10_000)["d"]
     return {"accuracy": accuracy, "swap": swap, "leakage": float(leakage), "seat": seat,
-            "logged_test_accuracy": runs.read_json(path / "test_metrics.json").get("accuracy")}
+            "logged_test_accuracy": (runs.read_json(path / "test_metrics.json") or {}).get("accuracy")}
 
 
 def cached_evaluation(path: Path, projected: bool) -> dict:
