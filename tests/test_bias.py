@@ -221,3 +221,17 @@ def test_weat_on_the_packaged_word2vec_reproduces_the_gender_effect_and_debias_s
     assert before["d"] > 1.0 and before["p"] < 0.05  # the paper's GloVe: d 1.24, p 1e-2
     after = run_test(tests[8], hard_debias(vectors))
     assert abs(after["diff"]) < 0.2 * abs(before["diff"])
+
+
+def test_a_config_saved_before_the_debias_section_builds_the_plain_classifier():
+    from bigmodel_jax.tasks import classify
+
+    _, cfg = _tiny_classifier()
+    del cfg["debias"]  # a run's train_config.json from before the section existed
+    classify.validate(cfg)
+    model = classify.build_model(cfg, nnx.Rngs(0))
+    assert not hasattr(model, "adversary")
+    batch = {"input_ids": jnp.full((2, 8), 7, jnp.int32), "token_type_ids": jnp.zeros((2, 8), jnp.int32),
+             "attention_mask": jnp.ones((2, 8), jnp.int32), "label": jnp.array([0, 2])}
+    loss, metrics = classify.loss_fn(model, batch, None)
+    assert np.isfinite(float(loss)) and "adversary_loss" not in metrics
