@@ -60,10 +60,10 @@ def swap_probe(model: EncoderWithHead, tokenizer: WordPieceTokenizer, texts: Seq
     L1 distance of the two distributions), and male_to_female: each class's mean probability change
     over the texts words.gender_of calls male (its Wilcoxon signed-rank p for the class that moves
     most). Texts are truncated to max_len tokens, as the classifier was trained."""
-    originals = [t for t in texts if words.swap_gender(t) != t]
-    if not originals:
+    pairs = [(t, swapped) for t in texts if (swapped := words.swap_gender(t)) != t]
+    if not pairs:
         raise ValueError("none of the texts has a gendered word or name to swap")
-    swapped = [words.swap_gender(t) for t in originals]
+    originals, swapped = [t for t, _ in pairs], [s for _, s in pairs]
     p0 = probabilities(model, features(model, tokenizer, originals, max_len), direction_d)
     p1 = probabilities(model, features(model, tokenizer, swapped, max_len), direction_d)
     pred = p0.argmax(-1)
