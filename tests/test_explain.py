@@ -258,3 +258,39 @@ def test_cli_explains_a_classifier_and_a_vit(tfds_dir, tmp_path, capsys):
     assert (out / "vit" / "attention_rollout.png").exists() and (out / "vit" / "attention_layer1.png").exists()
     with pytest.raises(SystemExit, match="attributions are for classifiers"):
         main(["attribute", "--workdir", vit, "--out", str(out)])
+
+
+def test_attention_command_draws_a_t5s_encoder_decoder_and_cross_maps_even_with_remat(tmp_path, capsys):
+    """The CLI on an encoder-decoder: source and greedy (or given) target tokens on the axes, cross
+    maps non-square, one rollout within the encoder and one within the decoder; remat'd layers
+    still sow (the hooks turn the model's own remat off, then back on)."""
+    from bigmodel_jax.config import apply_overrides
+    from bigmodel_jax.data.spm import SentencePieceTokenizer
+    from bigmodel_jax.explain import sources
+    from bigmodel_jax.explain.__main__ import cmd_attention, parser
+    from bigmodel_jax.models.encdec import EncoderDecoder
+
+    tok = SentencePieceTokenizer.train(["a b c d e f g h", "h g f e d c b a", "a c e g", "b d f h"] * 5, 16,
+                                       model_type="word")
+    overrides = {"model.vocab_size": tok.vocab_size, "model.width": 32, "model.num_layers": 2,
+                 "model.num_decoder_layers": 2, "model.num_heads": 4, "model.head_dim": 8, "model.mlp_dim": 64,
+                 "model.max_len": 16, "model.dtype": "float32", "model.remat": "full", "data.source_len": 8,
+                 "data.target_len": 6}
+    cfg = apply_overrides(load_config_file(str(ROOT / "configs" / "t5_translate.py")),
+                          [f"{k}={v}" for k, v in overrides.items()])
+    model = EncoderDecoder(cfg.model, rngs=nnx.Rngs(0))
+    subject = sources.Subject(model, "seq2seq", tok, cfg, (), "tiny t5")
+    args = parser().parse_args(["attention", "--model", "x", "--out", str(tmp_path), "--layer", "all",
+                                    "--text", "a b c", "--target-text", "c b a"])
+    cmd_attention(args, subject)
+    assert model.remat == "full"
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == sorted([f"attention_{k}_layer{i}.png" for k in ("encoder", "decoder", "cross") for i in (0, 1)]
+                           + ["attention_rollout_encoder.png", "attention_rollout_decoder.png"])
+    inputs, source, target_in = sources.encode_pair(subject, "a b c", "c b a")
+    assert source == ["a", "b", "c", "</s>"] and target_in == ["<s>", "c", "b", "a"]
+    assert inputs["target_in"][0].tolist() == [0] + tok.encode(["c b a"], eos=False)[0]
+    assert "target: c b a" in capsys.readouterr().out
+    # greedy: the decoder's inputs are the start token and the model's own output, at most target_len
+    _, _, greedy_in = sources.encode_pair(subject, "a b c")
+    assert greedy_in[0] == "<s>" and 1 <= len(greedy_in) <= 6

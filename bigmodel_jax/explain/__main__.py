@@ -1,7 +1,7 @@
 """python -m bigmodel_jax.explain {attention, attribute, faithfulness, probe} ...
 
   attention     PNG heatmaps of a layer's heads over the tokens, and attention rollout (on the image
-                for a ViT)
+                for a ViT; a T5's encoder, decoder and cross-attention over source and target)
   attribute     token attributions (integrated gradients and gradient x input) of a classifier's
                 prediction or an LM's next token: colored in the terminal, saved as HTML and PNG
   faithfulness  deleting the top-k attributed words vs k random ones, over a classifier's test split
@@ -37,6 +37,8 @@ def _print(*lines) -> None:
 
 
 def cmd_attention(args, subject: sources.Subject) -> None:
+    if subject.task == "seq2seq":
+        return _seq2seq_attention(args, subject)
     out = Path(args.out)
     fwd = sources.forward(subject)
     if subject.task == "image_classify":
@@ -55,13 +57,11 @@ def cmd_attention(args, subject: sources.Subject) -> None:
         what = repr(args.text[:60])
     maps = capture.attention_maps(subject.model, fwd, inputs)
     layers = list(maps)
-    chosen = range(len(layers)) if args.layer == "all" else [int(args.layer) % len(layers)]
-    heads = None if args.heads == "all" else [int(h) for h in args.heads.split(",")]
-    for i in chosen:
+    for i in _chosen_layers(args, layers):
         path = attention_maps.heads_png(maps[layers[i]][0], tokens, out / f"attention_layer{i}.png",
-                                        f"{subject.name}\n{layers[i]} on {what}", heads)
+                                        f"{subject.name}\n{layers[i]} on {what}", _heads(args))
         print(f"wrote {path}")
-    joint = attention_maps.rollout([maps[k][0] for k in layers if "cross" not in k])
+    joint = attention_maps.rollout([maps[k][0] for k in layers])
     if subject.task == "image_classify":
         path = attention_maps.image_rollout_png(image, joint, grid, out / "attention_rollout.png",
                                                 f"{subject.name}\n{what}", prefix)
@@ -69,6 +69,45 @@ def cmd_attention(args, subject: sources.Subject) -> None:
         path = attention_maps.heads_png(joint[None], tokens, out / "attention_rollout.png",
                                         f"{subject.name}\nattention rollout over {len(layers)} layers on {what}")
     print(f"wrote {path}")
+
+
+def _chosen_layers(args, layers: list[str]) -> range | list[int]:
+    return range(len(layers)) if args.layer == "all" else [int(args.layer) % len(layers)]
+
+
+def _heads(args) -> list[int] | None:
+    return None if args.heads == "all" else [int(h) for h in args.heads.split(",")]
+
+
+def _seq2seq_attention(args, subject: sources.Subject) -> None:
+    """An encoder-decoder's three kinds of maps: the encoder's self-attention over the source, the
+    decoder's causal self-attention over its inputs, and cross-attention (decoder rows over source
+    columns: the soft alignment). --layer counts the decoder's layers for the last two; rollout runs
+    within the encoder and within the decoder's self-attention (the cross path is not rolled out)."""
+    out = Path(args.out)
+    inputs, source, target_in = sources.encode_pair(subject, args.text, args.target_text, args.max_len)
+    maps = capture.attention_maps(subject.model, sources.forward(subject), inputs)
+    if not maps:
+        raise SystemExit(f"{subject.name}: no attention probabilities were captured")
+    output = subject.tokenizer.decode([int(i) for i in np.asarray(inputs["target_in"][0, 1:])])
+    what = f"{args.text[:50]!r} -> {output[:50]!r}" + (" (greedy)" if args.target_text is None else "")
+    print(f"source: {args.text}\ntarget{' (greedy)' if args.target_text is None else ''}: {output}")
+    kinds = {"encoder": [k for k in maps if k.startswith("encoder.")],
+             "decoder": [k for k in maps if k.startswith("decoder.") and not k.endswith(".cross")],
+             "cross": [k for k in maps if k.endswith(".cross")]}
+    axes = {"encoder": (source, None), "decoder": (target_in, None), "cross": (target_in, source)}
+    for kind, layers in kinds.items():
+        for i in _chosen_layers(args, layers):
+            rows, cols = axes[kind]
+            path = attention_maps.heads_png(maps[layers[i]][0], rows, out / f"attention_{kind}_layer{i}.png",
+                                            f"{subject.name}\n{layers[i]} on {what}", _heads(args), cols)
+            print(f"wrote {path}")
+    for kind in ("encoder", "decoder"):
+        joint = attention_maps.rollout([maps[k][0] for k in kinds[kind]])
+        path = attention_maps.heads_png(joint[None], axes[kind][0], out / f"attention_rollout_{kind}.png",
+                                        f"{subject.name}\n{kind} attention rollout over {len(kinds[kind])} layers "
+                                        f"on {what}")
+        print(f"wrote {path}")
 
 
 def _target(subject: sources.Subject, inputs: dict, given: str | None) -> tuple[int, str]:
@@ -276,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--heads", default="all", help="'all' or e.g. 0,3")
             s.add_argument("--index", type=int, default=0, help="a ViT's test image")
             s.add_argument("--split", default="test")
+            s.add_argument("--target-text", help="an encoder-decoder's target (default: its greedy output)")
         if name in ("attribute", "faithfulness"):
             s.add_argument("--steps", type=int, default=50, help="integrated gradients' quadrature points")
         if name == "attribute":

@@ -30,22 +30,24 @@ def rollout(probs_per_layer: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def heads_png(probs_hts: np.ndarray, tokens: Sequence[str], path: str | Path, title: str,
-              heads: Sequence[int] | None = None) -> Path:
-    """One PNG: a heatmap per head (rows: queries, columns: keys) labelled with the tokens."""
+              heads: Sequence[int] | None = None, key_tokens: Sequence[str] | None = None) -> Path:
+    """One PNG: a heatmap per head (rows: queries, columns: keys) labelled with the tokens; the keys
+    are other tokens in cross-attention (key_tokens: a decoder's rows over the source's columns)."""
     plt = pyplot()
     heads = list(range(probs_hts.shape[0])) if heads is None else list(heads)
-    t = len(tokens)
+    keys = tokens if key_tokens is None else key_tokens
+    t, s = len(tokens), len(keys)
     cols = min(len(heads), 4)
     rows = -(-len(heads) // cols)
-    size = max(3.0, 0.28 * t)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    width, height = max(3.0, 0.28 * s), max(3.0, 0.28 * t)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, h in zip(axes.flat, heads):
         ax.axis("on")
-        ax.imshow(probs_hts[h, :t, :t], cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.imshow(probs_hts[h, :t, :s], cmap="viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"head {h}", fontsize=9)
-        ax.set_xticks(range(t), tokens, rotation=90, fontsize=7)
+        ax.set_xticks(range(s), keys, rotation=90, fontsize=7)
         ax.set_yticks(range(t), tokens, fontsize=7)
     fig.suptitle(title, fontsize=10)
     return save(fig, path, rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # room for the two-line title

@@ -20,6 +20,7 @@ from flax import nnx
 
 from bigmodel_jax.models.attention import Attention
 from bigmodel_jax.models.blocks import Block
+from bigmodel_jax.models.encdec import EncoderDecoder
 from bigmodel_jax.models.layers import Embed
 
 
@@ -37,6 +38,9 @@ def hooks_on(model: nnx.Module) -> Iterator[nnx.Module]:
         elif isinstance(m, Block):
             saved.append((m, {"explain": m.explain, "remat": m.remat}))
             m.explain, m.remat = True, "none"
+        elif isinstance(m, EncoderDecoder):  # it remats its layers itself
+            saved.append((m, {"remat": m.remat}))
+            m.remat = "none"
     try:
         yield model
     finally:

@@ -120,6 +120,36 @@ def encode(subject: Subject, text: str, max_len: int = 128) -> tuple[dict[str, j
     raise SystemExit(f"{subject.name}: text inputs need a BERT-family model or a causal LM, not task {subject.task!r}")
 
 
+def encode_pair(subject: Subject, text: str, target: str | None = None,
+                max_len: int = 128) -> tuple[dict[str, jnp.ndarray], list[str], list[str]]:
+    """(inputs [1, ...] of an encoder-decoder, the source tokens, the decoder's input tokens) for one
+    source text and its target: `target`, else the model's own greedy output. The decoder reads the
+    target shifted right behind the start token (pad), as in training, so its row i is the step that
+    predicts target token i."""
+    from bigmodel_jax.data.spm import EOS
+    from bigmodel_jax.tasks import seq2seq
+
+    if subject.task != "seq2seq":
+        raise SystemExit(f"{subject.name}: a source and target need an encoder-decoder (task 'seq2seq')")
+    tok, d = subject.tokenizer, subject.cfg.data
+    source = np.asarray(seq2seq.cut(tok.encode([text])[0], min(max_len, d.source_len)), np.int32)[None]
+    source_mask = np.ones_like(source, bool)
+    if target is None:
+        out = np.asarray(seq2seq.greedy_decode(subject.model, jnp.asarray(source), jnp.asarray(source_mask),
+                                               d.target_len))[0]
+        ids = list(out[:list(out).index(EOS) + 1] if EOS in out else out)
+    else:
+        ids = seq2seq.cut(tok.encode([target])[0], d.target_len)
+    target_in = np.asarray([tok.pad_id] + list(ids[:-1]), np.int32)[None]
+
+    def piece(i: int) -> str:
+        return {tok.pad_id: "<s>", tok.eos_id: "</s>"}.get(int(i)) or tok.decode([int(i)]) or f"#{int(i)}"
+
+    inputs = {"source": jnp.asarray(source), "source_mask": jnp.asarray(source_mask),
+              "target_in": jnp.asarray(target_in)}
+    return inputs, [piece(i) for i in source[0]], [piece(i) for i in target_in[0]]
+
+
 def capped(subject: Subject, max_len: int) -> int:
     """max_len, or the model's own context length if that is shorter."""
     return min(max_len, getattr(subject.model, "bert", subject.model).cfg.max_len)

@@ -161,6 +161,7 @@ class EncoderDecoder(nnx.Module):
         self.lm_head = (None if cfg.tie_embeddings
                         else param(rngs.params(), (cfg.width, cfg.vocab_size), ("embed", "vocab"), cfg.width ** -0.5))
         self.dropout = nnx.Dropout(cfg.dropout)
+        self.remat = cfg.get("remat", "none")  # an attribute, as Block's: explain's hooks turn it off
 
     def __call__(self, source_bs: jax.Array, source_mask_bs: jax.Array, target_in_bt: jax.Array, *,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -178,7 +179,7 @@ class EncoderDecoder(nnx.Module):
         bias = self.encoder_bias(positions, positions)
         x = self.dropout(self.shared(source_bs), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         mask_bts = source_mask_bs[:, None, :]
-        remat = ENCODER_REMAT[self.cfg.get("remat", "none")]
+        remat = ENCODER_REMAT[self.remat]
         for layer in self.encoder:
             x = layer(x, mask_bts, bias, rngs) if remat is None else remat(layer, x, mask_bts, bias, rngs)
         return self.dropout(self.encoder_norm(x), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
@@ -207,7 +208,7 @@ class EncoderDecoder(nnx.Module):
         mask_bts = None if mask_bs is None else mask_bs[:, None, :]
         x = self.dropout(self.shared(tokens_bt), deterministic=rngs is None, rngs=rngs).astype(self.dtype)
         new_cache = [] if cache is not None else None
-        remat = DECODER_REMAT[self.cfg.get("remat", "none")] if cache is None else None
+        remat = DECODER_REMAT[self.remat] if cache is None else None
         for i, layer in enumerate(self.decoder):
             if remat is not None:
                 x = remat(layer, x, mask_bts, bias, cross_kv[i], source_mask_bs, rngs)
