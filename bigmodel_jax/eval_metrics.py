@@ -26,7 +26,8 @@ from sklearn import metrics as sk_metrics
 # early stopping, and the sweep's report and search all read it here)
 EVAL_METRICS = {"loss": False, "perplexity": False, "mse": False, "mae": False, "accuracy": True,
                 "macro_f1": True, "precision": True, "recall": True, "f1": True, "exact_match": True,
-                "token_accuracy": True, "bleu": True, "chrf": True, "per": False, "wer": False}
+                "token_accuracy": True, "bleu": True, "chrf": True, "per": False, "wer": False,
+                **{f"{m}10{p}": True for m in ("hr", "ndcg") for p in ("", "_uniform", "_popular")}}
 
 
 def mean_loss(loss_sum: np.ndarray, count: np.ndarray | None = None) -> float:

@@ -66,6 +66,13 @@ BAD = [
     ("bert_cls.py", ["train.eval_metric=mse"], "train.eval_metric"),
     ("bert_cls.py", ["train.loss=hinge"], "train.loss"),
     ("bert_cls.py", ["debias.adversary_weight=-1.0"], "debias.adversary_weight"),
+    # recommenders
+    ("sasrec_ml100k.py", ["data.num_negatives=0"], "data.num_negatives"),
+    ("sasrec_ml100k.py", ["data.path=/no/such/u.data"], "data.path"),
+    ("sasrec_ml100k.py", ["data.seq_len=80"], "data.seq_len"),
+    ("sasrec_ml100k.py", ["model.tie_embeddings=False"], "model.tie_embeddings"),
+    ("sasrec_ml100k.py", ["train.eval_metric=accuracy"], "train.eval_metric"),
+    ("bert4rec_ml100k.py", ["data.mask_rate=1.5"], "data.mask_rate"),
     ("bert_cls.py", ["init_from=/no/such/run"], "init_from"),
     ("bert_mlm.py", ["data.mask_rate=1.5"], "data.mask_rate"),
     ("bert_mlm.py", ["data.seq_len=256"], "data.seq_len"),

@@ -13,10 +13,12 @@ from flax import nnx
 from bigmodel_jax import sharding
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models import lora
-from bigmodel_jax.tasks import causal_lm, classify, image_classify, mlm, qa, regress, seq2seq, tag
+from bigmodel_jax.tasks import (bert4rec, causal_lm, classify, image_classify, mlm, qa, regress, sasrec, seq2seq,
+                                tag)
 
 TASKS: dict[str, ModuleType] = {"causal_lm": causal_lm, "mlm": mlm, "classify": classify, "regress": regress,
-                                "tag": tag, "qa": qa, "image_classify": image_classify, "seq2seq": seq2seq}
+                                "tag": tag, "qa": qa, "image_classify": image_classify, "seq2seq": seq2seq,
+                                "sasrec": sasrec, "bert4rec": bert4rec}
 
 
 def get(name: str) -> ModuleType:
