@@ -81,6 +81,19 @@ def test_a_bad_interactions_file_names_its_path_and_line(tmp_path):
     assert movielens.read_interactions(good) == [("7", "3", 4.0, 100), ("7", "1", 5.0, 90)]
 
 
+def test_a_users_file_is_prepared_apart_and_again_when_it_changes(tmp_path):
+    data = tmp_path / "u.data"
+    data.write_text("".join(f"{u}\t{i}\t3\t{100 + i}\n" for u in (1, 2) for i in (5, 6, 7)))
+    first = movielens.histories(tmp_path / "tfds", str(data))
+    assert first.users == ["1", "2"] and first.items == ["5", "6", "7"]
+    np.testing.assert_array_equal(first.sequences[0], [1, 2, 3])
+    data.write_text(data.read_text() + "3\t9\t4\t50\n3\t5\t4\t60\n3\t6\t4\t55\n")  # an edited file
+    second = movielens.histories(tmp_path / "tfds", str(data))
+    assert second.users == ["1", "2", "3"] and second.items == ["5", "6", "7", "9"]
+    np.testing.assert_array_equal(second.sequences[2], [4, 2, 1])  # by time: 9 (50), 6 (55), 5 (60)
+    assert movielens.data_dir(tmp_path, None) == tmp_path
+
+
 @pytest.fixture(scope="module")
 def ml100k(tmp_path_factory):
     try:

@@ -16,6 +16,7 @@ its own ranking, and no training sequence holds a validation or test target.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,9 +141,21 @@ def _token_order(token: str):
     return (0, int(token), "") if token.isdigit() else (1, 0, token)
 
 
+def data_dir(tfds_dir: str | Path, path: str | Path | None) -> Path:
+    """Where the dataset is prepared: tfds_dir for the wheel's file; for a user's file, a folder
+    named by its path, size and modification time, so that another (or an edited) file is never
+    read from an earlier file's prepared copy (TFDS keys a dataset by name and version only)."""
+    root = Path(tfds_dir).expanduser()
+    if path is None:
+        return root
+    stat = Path(path).stat()
+    key = hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return root / "movielens_files" / key
+
+
 def histories(tfds_dir: str | Path, path: str | None = None, min_length: int = 3) -> Histories:
     """The users with at least min_length items (leave-one-out needs one to train on)."""
-    builder = MovieLens100k(path=path, data_dir=str(Path(tfds_dir).expanduser()), file_format="array_record")
+    builder = MovieLens100k(path=path, data_dir=str(data_dir(tfds_dir, path)), file_format="array_record")
     prepare(builder)
     records = sorted(read_split(builder, "users"), key=lambda r: _token_order(_text(r["user"])))
     tokens = sorted({_text(i) for r in records for i in r["items"]}, key=_token_order)

@@ -1,4 +1,4 @@
-"""What the sequential recommenders share (SASRec in tasks/sasrec.py): users' histories split
+"""What the sequential recommenders share (tasks/sasrec.py, tasks/bert4rec.py): users' histories split
 leave-one-out, the arrays the models read, and the ranking evaluation over every user.
 
 Evaluation scores each user's next item given their history (the last data.seq_len items, right
