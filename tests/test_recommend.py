@@ -149,7 +149,11 @@ def test_next_item_windows_make_every_later_item_a_target_once():
     np.testing.assert_array_equal(w["targets"], [[5, 6, 7], [2, 3, 4], [6, 0, 0]])
     assert sorted(w["targets"][:2].ravel()) == list(range(2, 8))
     items, lengths = recsys.right_padded([s], 5)
-    np.testing.assert_array_equal(items, [[3, 4, 5, 6, 7]]) and lengths.tolist() == [5]
+    np.testing.assert_array_equal(items, [[3, 4, 5, 6, 7]])
+    assert lengths.tolist() == [5]
+    items, lengths = recsys.right_padded([s[:2]], 5)
+    np.testing.assert_array_equal(items, [[1, 2, 0, 0, 0]])
+    assert lengths.tolist() == [2]
 
 
 def test_bert4rec_masks_each_item_at_the_rate_and_reads_only_real_slots():
