@@ -29,7 +29,7 @@ def recommend(model, cfg, history: np.ndarray, num_items: int, k: int) -> tuple[
     inputs, lengths = recsys.right_padded(task.history_inputs([history], cfg.data.seq_len, num_items),
                                           cfg.data.seq_len)
     scores = np.asarray(task.scores(model, jnp.asarray(inputs), jnp.asarray(lengths)))
-    masked = ranking.mask_seen(scores, [history], np.array([0]))[0]
+    masked = ranking.mask_seen(scores, [history], np.array([0]))[0]  # no target to spare: item 0 pads
     top = np.argsort(-masked, kind="stable")[:k]
     return top, masked[top]
 
