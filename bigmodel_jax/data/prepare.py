@@ -41,6 +41,11 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str) -> list[dict]:
                          "delete that folder and rerun to rebuild it") from e
 
 
+def text(value) -> str:
+    """A TFDS Text feature as str (a data source hands it back as bytes)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def save_whole(save: Callable[[Path], Any], path: Path) -> Path:
     """save(temporary path) then one rename onto `path` (a file or a folder): a process killed
     while saving leaves no `path` at all, so its rerun trains the tokenizer again (the same one:

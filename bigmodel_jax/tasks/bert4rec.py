@@ -20,20 +20,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from bigmodel_jax.data import pipeline
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.bert import BertMLM, mlm_head_matmul_params
 from bigmodel_jax.tasks import encoder, recsys
-from bigmodel_jax.tasks.protocol import TaskData, data_seq_len, keep_source
+from bigmodel_jax.tasks.protocol import TaskData
+from bigmodel_jax.tasks.recsys import METRICS, adapt_source, corpus_metrics, tokens_per_example  # noqa: F401
 
 FAMILY = "bert"
-METRICS = recsys.METRICS
-corpus_metrics = recsys.corpus_metrics
-tokens_per_example = data_seq_len
-adapt_source = keep_source
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -58,11 +54,7 @@ def matmul_params(cfg: ml_collections.ConfigDict) -> int:
 
 def loss_fn(model: BertMLM, batch: dict, rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
     logits_bkv = model(batch["inputs"], None, batch["mask"], batch["positions"], rngs=rngs)
-    weight = (batch["labels"] > 0).astype(jnp.float32)
-    loss_bk = optax.softmax_cross_entropy_with_integer_labels(logits_bkv, batch["labels"])
-    count = jnp.maximum(weight.sum(), 1.0)
-    loss = (loss_bk * weight).sum() / count
-    return loss, {"loss": loss, "weight": count}
+    return recsys.item_loss(logits_bkv, batch["labels"])
 
 
 def scores(model: BertMLM, inputs_bt: jax.Array, length_b: jax.Array) -> jax.Array:
@@ -73,9 +65,7 @@ def scores(model: BertMLM, inputs_bt: jax.Array, length_b: jax.Array) -> jax.Arr
 
 
 def eval_fn(model: BertMLM, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    s_bv = scores(model, batch["inputs"], batch["length"])
-    nll = optax.softmax_cross_entropy_with_integer_labels(s_bv.at[:, 0].set(-jnp.inf), batch["target"])
-    return {"scores": s_bv, "nll": nll, "target": batch["target"]}
+    return recsys.ranked_outputs(scores(model, batch["inputs"], batch["length"]), batch["target"])
 
 
 def history_inputs(histories: list[np.ndarray], seq_len: int, num_items: int) -> list[np.ndarray]:
@@ -106,7 +96,7 @@ def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index
     d, b = cfg.data, cfg.train.batch_size
     h, split = recsys.load(cfg)
     mask_id, k = h.num_items + 1, num_predictions(cfg)
-    windows = [s[max(0, end - d.seq_len):end] for s in split.train for end in range(len(s), 1, -d.seq_len)]
+    windows = recsys.windows(split.train, d.seq_len, d.seq_len)
     items, lengths = recsys.right_padded(windows, d.seq_len)
 
     def cloze(ex: dict, rng: np.random.Generator) -> dict:

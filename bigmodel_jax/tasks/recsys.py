@@ -15,15 +15,22 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from bigmodel_jax import eval_metrics, ranking
 from bigmodel_jax.data import movielens, pipeline
 from bigmodel_jax.errors import ConfigError
-from bigmodel_jax.tasks.protocol import EvalSet
+from bigmodel_jax.models.heads import classification_loss
+from bigmodel_jax.tasks.protocol import EvalSet, data_seq_len, keep_source
 
+# the protocol names both recommenders share (tasks/protocol.py)
 METRICS = ("loss", "hr10", "ndcg10", "hr10_uniform", "ndcg10_uniform", "hr10_popular", "ndcg10_popular")
+tokens_per_example = data_seq_len
+adapt_source = keep_source
 K = 10
 
 
@@ -64,19 +71,35 @@ def right_padded(sequences: list[np.ndarray], length: int) -> tuple[np.ndarray, 
     return out, lengths
 
 
+def windows(sequences: list[np.ndarray], size: int, step: int) -> list[np.ndarray]:
+    """Each sequence cut from its end into windows of `size` items, `step` apart (the first window
+    of a sequence may be shorter), down to windows of two items: training rows that keep a user's
+    latest items whole."""
+    return [s[max(0, end - size):end] for s in sequences for end in range(len(s), 1, -step)]
+
+
 def next_item_windows(sequences: list[np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
-    """Causal training rows: each training sequence cut from its end into windows of seq_len + 1
-    items overlapping by one, so every item after a user's first is a target once; inputs the
-    window's first seq_len items, targets the next ones (0 = no target), right padded."""
-    windows = []
-    for s in sequences:
-        end = len(s)
-        while end >= 2:
-            windows.append(s[max(0, end - seq_len - 1):end])
-            end -= seq_len
-    inputs, _ = right_padded([w[:-1] for w in windows], seq_len)
-    targets, _ = right_padded([w[1:] for w in windows], seq_len)
+    """Causal training rows: windows of seq_len + 1 items overlapping by one, so every item after a
+    user's first is a target once; inputs the window's first seq_len items, targets the next ones
+    (0 = no target), right padded."""
+    cut = windows(sequences, seq_len + 1, seq_len)
+    inputs, _ = right_padded([w[:-1] for w in cut], seq_len)
+    targets, _ = right_padded([w[1:] for w in cut], seq_len)
     return {"inputs": inputs, "targets": targets}
+
+
+def item_loss(logits_bkv: jax.Array, labels_bk: jax.Array) -> tuple[jax.Array, dict]:
+    """Cross-entropy over all items at the positions with a label (0: none), their mean."""
+    vocab = logits_bkv.shape[-1]
+    return classification_loss(logits_bkv.reshape(-1, vocab), labels_bk.reshape(-1),
+                               (labels_bk.reshape(-1) > 0).astype(jnp.float32))
+
+
+def ranked_outputs(scores_bv: jax.Array, target_b: jax.Array) -> dict[str, jax.Array]:
+    """eval_fn's outputs: every item's score, and the target's negative log-likelihood under the
+    softmax over all items (padding, item 0, left out)."""
+    nll = optax.softmax_cross_entropy_with_integer_labels(scores_bv.at[:, 0].set(-jnp.inf), target_b)
+    return {"scores": scores_bv, "nll": nll, "target": target_b}
 
 
 def eval_arrays(inputs: list[np.ndarray], targets: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:

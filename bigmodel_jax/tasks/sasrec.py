@@ -16,20 +16,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from bigmodel_jax.data import pipeline
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models.gpt import GPT, count_params
 from bigmodel_jax.tasks import recsys
-from bigmodel_jax.tasks.protocol import TaskData, data_seq_len, keep_source
+from bigmodel_jax.tasks.protocol import TaskData
+from bigmodel_jax.tasks.recsys import METRICS, adapt_source, corpus_metrics, tokens_per_example  # noqa: F401
 
 FAMILY = "gpt"
-METRICS = recsys.METRICS
-corpus_metrics = recsys.corpus_metrics
-tokens_per_example = data_seq_len
-adapt_source = keep_source
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -51,11 +47,7 @@ def matmul_params(cfg: ml_collections.ConfigDict) -> int:
 def loss_fn(model: GPT, batch: dict[str, jax.Array], rngs: nnx.Rngs | None) -> tuple[jax.Array, dict]:
     """Mean cross-entropy over the positions that have a next item."""
     logits_btv, _ = model(batch["inputs"], rngs=rngs)
-    mask = (batch["targets"] > 0).astype(jnp.float32)
-    loss_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv, batch["targets"])
-    count = jnp.maximum(mask.sum(), 1.0)
-    loss = (loss_bt * mask).sum() / count
-    return loss, {"loss": loss, "weight": count}
+    return recsys.item_loss(logits_btv, batch["targets"])
 
 
 def history_inputs(histories: list[np.ndarray], seq_len: int, num_items: int) -> list[np.ndarray]:
@@ -71,9 +63,7 @@ def scores(model: GPT, inputs_bt: jax.Array, length_b: jax.Array) -> jax.Array:
 
 
 def eval_fn(model: GPT, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    s_bv = scores(model, batch["inputs"], batch["length"])
-    nll = optax.softmax_cross_entropy_with_integer_labels(s_bv.at[:, 0].set(-jnp.inf), batch["target"])
-    return {"scores": s_bv, "nll": nll, "target": batch["target"]}
+    return recsys.ranked_outputs(scores(model, batch["inputs"], batch["length"]), batch["target"])
 
 
 def make_data(cfg: ml_collections.ConfigDict, workdir: str | Path, process_index: int = 0,
