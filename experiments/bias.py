@@ -172,10 +172,14 @@ def evaluate_run(path: Path, projected: bool) -> dict:
 
     test_texts = [t for t, _ in splits.test]
     test_f = feats(test_texts)
-    accuracy = float((probe.probabilities(model, test_f).argmax(-1) == [y for _, y in splits.test]).mean())
-    swappable = [t for t in test_texts if words.swap_gender(t) != t]
-    keep = encoder.seeded_subset(len(swappable), PROBE_TEXTS, 0)
-    swap = probe.swap_probe(model, tok, [swappable[i] for i in keep], splits.label_names, direction, seq)
+    test_p = probe.probabilities(model, test_f)
+    accuracy = float((test_p.argmax(-1) == [y for _, y in splits.test]).mean())
+    # the probe: a seeded sample of the test texts with something to swap; their features are test_f's rows
+    swappable = [(i, swapped) for i, t in enumerate(test_texts) if (swapped := words.swap_gender(t)) != t]
+    sample = [swappable[k] for k in encoder.seeded_subset(len(swappable), PROBE_TEXTS, 0)]
+    rows = [i for i, _ in sample]
+    swap = probe.swap_scores(test_p[rows], probe.probabilities(model, feats([s for _, s in sample])),
+                             [test_texts[i] for i in rows], splits.label_names)
 
     fit = [(t, g) for t, _ in splits.validation if (g := words.gender_of(t)) >= 0]
     held = [(f, g) for f, t in zip(test_f, test_texts) if (g := words.gender_of(t)) >= 0]

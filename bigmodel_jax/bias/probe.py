@@ -55,17 +55,23 @@ def feature_direction(model: EncoderWithHead, tokenizer: WordPieceTokenizer) -> 
 
 def swap_probe(model: EncoderWithHead, tokenizer: WordPieceTokenizer, texts: Sequence[str],
                label_names: Sequence[str], direction_d: np.ndarray | None = None, max_len: int = 64) -> dict:
-    """The probe over the texts that have something to swap: n, flip_rate (share whose predicted
-    class changes), mean_abs_change (|P(originally predicted class)| moved), total_variation (half the
-    L1 distance of the two distributions), and male_to_female: each class's mean probability change
-    over the texts words.gender_of calls male (its Wilcoxon signed-rank p for the class that moves
-    most). Texts are truncated to max_len tokens, as the classifier was trained."""
+    """The probe over the texts that have something to swap (swap_scores says what it reports).
+    Texts are truncated to max_len tokens, as the classifier was trained."""
     pairs = [(t, swapped) for t in texts if (swapped := words.swap_gender(t)) != t]
     if not pairs:
         raise ValueError("none of the texts has a gendered word or name to swap")
     originals, swapped = [t for t, _ in pairs], [s for _, s in pairs]
     p0 = probabilities(model, features(model, tokenizer, originals, max_len), direction_d)
     p1 = probabilities(model, features(model, tokenizer, swapped, max_len), direction_d)
+    return swap_scores(p0, p1, originals, label_names)
+
+
+def swap_scores(p0: np.ndarray, p1: np.ndarray, originals: Sequence[str], label_names: Sequence[str]) -> dict:
+    """From the class probabilities [N, C] of the original texts (p0) and of their swapped copies
+    (p1): n, flip_rate (share whose predicted class changes), mean_abs_change (|P(originally predicted
+    class)| moved), total_variation (half the L1 distance of the two distributions), and
+    male_to_female: each class's mean probability change over the texts words.gender_of calls male
+    (its Wilcoxon signed-rank p for the class that moves most)."""
     pred = p0.argmax(-1)
     male = np.asarray([words.gender_of(t) == 1 for t in originals])
     shift = (p1[male] - p0[male]).mean(0) if male.any() else np.zeros(p0.shape[1])
