@@ -26,7 +26,7 @@ from sklearn import metrics as sk_metrics
 # early stopping, and the sweep's report and search all read it here)
 EVAL_METRICS = {"loss": False, "perplexity": False, "mse": False, "mae": False, "accuracy": True,
                 "macro_f1": True, "precision": True, "recall": True, "f1": True, "exact_match": True,
-                "token_accuracy": True, "bleu": True, "chrf": True, "per": False, "wer": False,
+                "token_accuracy": True, "bleu": True, "chrf": True, "per": False, "wer": False, "cer": False,
                 **{f"{m}10{p}": True for m in ("hr", "ndcg") for p in ("", "_uniform", "_popular")}}
 
 
@@ -114,6 +114,13 @@ def translation(hypotheses: Sequence[str], references: Sequence[str], target_lan
     bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize)
     chrf = sacrebleu.corpus_chrf(list(hypotheses), [list(references)])
     return {"bleu": bleu.score / 100, "chrf": chrf.score / 100}
+
+
+def speech_errors(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus character and word error rates (jiwer: edits over all references' characters / words)."""
+    import jiwer
+
+    return {"cer": float(jiwer.cer(references, hypotheses)), "wer": float(jiwer.wer(references, hypotheses))}
 
 
 def phoneme_errors(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:

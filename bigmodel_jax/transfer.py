@@ -27,13 +27,14 @@ from flax import nnx
 
 from bigmodel_jax import checkpoint, decoder_sources, hf, hf_t5, pretrained, tasks
 from bigmodel_jax.errors import ConfigError
-from bigmodel_jax.models import bert, encdec, gpt, lora, vit
+from bigmodel_jax.models import audio, bert, encdec, gpt, lora, vit
 from bigmodel_jax.models.attention import cudnn_missing
 
 log = logging.getLogger(__name__)
 
-ARCH_KEYS = {"gpt": gpt.ARCH_KEYS, "bert": bert.ARCH_KEYS, "vit": vit.ARCH_KEYS, "t5": encdec.ARCH_KEYS}
-NAMES = {"gpt": "GPT", "bert": "BERT", "vit": "ViT", "t5": "T5"}
+ARCH_KEYS = {"gpt": gpt.ARCH_KEYS, "bert": bert.ARCH_KEYS, "vit": vit.ARCH_KEYS, "t5": encdec.ARCH_KEYS,
+             "audio": audio.ARCH_KEYS}
+NAMES = {"gpt": "GPT", "bert": "BERT", "vit": "ViT", "t5": "T5", "audio": "audio encoder"}
 HF_CONFIGS = {"bert": hf.bert_config, "vit": hf.vit_config, "t5": hf_t5.t5_config}  # families that start from HF
 
 

@@ -67,6 +67,13 @@ BAD = [
     ("bert_cls.py", ["train.loss=hinge"], "train.loss"),
     ("bert_cls.py", ["debias.adversary_weight=-1.0"], "debias.adversary_weight"),
     # recommenders
+    # speech
+    ("ctc_asterisk.py", ["data.max_seconds=60"], "data.max_seconds"),
+    ("ctc_asterisk.py", ["model.sample_rate=16000"], "model.sample_rate"),
+    ("ctc_asterisk.py", ["data.path=/no/such/dir"], "data.path"),
+    ("ctc_asterisk.py", ["model.spec_augment.freq_width=80"], "model.spec_augment"),
+    ("ctc_asterisk.py", ["model.hop=400"], "model.hop"),
+    ("ctc_asterisk.py", ["train.eval_metric=bleu"], "train.eval_metric"),
     ("sasrec_ml100k.py", ["data.num_negatives=0"], "data.num_negatives"),
     ("sasrec_ml100k.py", ["data.path=/no/such/u.data"], "data.path"),
     ("sasrec_ml100k.py", ["data.seq_len=80"], "data.seq_len"),

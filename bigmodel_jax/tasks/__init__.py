@@ -13,12 +13,12 @@ from flax import nnx
 from bigmodel_jax import sharding
 from bigmodel_jax.errors import ConfigError
 from bigmodel_jax.models import lora
-from bigmodel_jax.tasks import (bert4rec, causal_lm, classify, image_classify, mlm, qa, regress, sasrec, seq2seq,
+from bigmodel_jax.tasks import (bert4rec, causal_lm, classify, ctc, image_classify, mlm, qa, regress, sasrec, seq2seq,
                                 tag)
 
 TASKS: dict[str, ModuleType] = {"causal_lm": causal_lm, "mlm": mlm, "classify": classify, "regress": regress,
                                 "tag": tag, "qa": qa, "image_classify": image_classify, "seq2seq": seq2seq,
-                                "sasrec": sasrec, "bert4rec": bert4rec}
+                                "sasrec": sasrec, "bert4rec": bert4rec, "ctc": ctc}
 
 
 def get(name: str) -> ModuleType:

@@ -4,7 +4,7 @@ A task is a module (tasks/causal_lm.py, classify.py, ...) registered in `tasks/_
 defines every name below; the trainer calls nothing else and never asks which task it runs. A
 test checks that every registered task has them all.
 
-    FAMILY                  'gpt', 'bert', 'vit' or 't5': the model family (which init_from sources fit)
+    FAMILY                  'gpt', 'bert', 'vit', 't5' or 'audio': the model family (which init_from sources fit)
     METRICS                 what corpus_metrics reports that train.eval_metric may pick
     validate(cfg)           task-specific config checks, before anything compiles (raise ConfigError)
     build_model(cfg, rngs) -> nnx.Module
