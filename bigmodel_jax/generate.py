@@ -21,8 +21,9 @@ context holds, generation continues in windows: the cache is rebuilt from the la
 tokens (nanoGPT crops its context the same way, without a cache).
 
 An encoder-decoder generates the same way from its decoder's start token: `source` (the encoder's
-token lists) is right-padded into one block, encoded once in the prefill, and each decoder layer's
-cross-attention keys and values ride in the cache beside its self-attention KV cache.
+token lists, right-padded here into one block, or a ready (features, mask) pair for an audio
+encoder) is encoded once in the prefill, and each decoder layer's cross-attention keys and values
+ride in the cache beside its self-attention KV cache.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+Source = Sequence[Sequence[int]] | tuple[np.ndarray, np.ndarray] | None  # stream's and beam_search's `source`
 NEG = -1.0e9  # "impossible" beam score, as in transformers' beam search
 
 
@@ -293,14 +295,15 @@ def _split(model: nnx.Module):
 
 def stream(model: nnx.Module, prompts, max_new_tokens: int, *, sampling: Sampling = Sampling(), seed: int = 0,
            stop_tokens: Sequence[int] = (), pad_id: int = 0, cache_dtype: Any = None,
-           chunk: int | None = 16, source: Sequence[Sequence[int]] | None = None) -> Iterator[list[list[int]]]:
+           chunk: int | None = 16, source: Source = None) -> Iterator[list[list[int]]]:
     """Yields, every `chunk` decode steps, each row's new tokens since the last yield (a row's list
     is empty once it has stopped). chunk=None decodes everything in one call.
 
     prompts: token-id lists of any lengths (or a [B, T] array). A row stops after emitting any of
     stop_tokens (the stop token is yielded). cache_dtype: the KV cache's dtype (default: the
     model's compute dtype; jnp.bfloat16 halves the cache's memory and bandwidth). source: an
-    encoder-decoder's input token lists, one per prompt (the prompts then start its decoder)."""
+    encoder-decoder's input token lists, one per prompt (the prompts then start its decoder), or
+    (features [B, T, M], mask [B, T]) arrays for an audio encoder (Whisper)."""
     prompts = _as_prompts(prompts)
     source = _source(source, len(prompts), pad_id)
     if max_new_tokens < 1:
@@ -351,9 +354,14 @@ def stream(model: nnx.Module, prompts, max_new_tokens: int, *, sampling: Samplin
 
 
 def _source(source, rows: int, pad_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Token lists right-padded into a block; a ready (inputs, mask) pair of arrays (an audio
+    encoder's features [B, T, M] and frame mask [B, T]) as it is."""
     if source is None:
         return None
-    tokens, mask = source_block(source, pad_id)
+    if isinstance(source, tuple) and len(source) == 2 and all(isinstance(a, (np.ndarray, jax.Array)) for a in source):
+        tokens, mask = np.asarray(source[0]), np.asarray(source[1], bool)
+    else:
+        tokens, mask = source_block(source, pad_id)
     if len(tokens) != rows:
         raise ValueError(f"{len(tokens)} sources for {rows} prompts: give one source per prompt")
     return tokens, mask
@@ -448,7 +456,7 @@ def _beam_search(graphdef, params, tokens_bp, mask_bp, stops, length_penalty, so
 
 def beam_search(model: nnx.Module, prompts, max_new_tokens: int, *, num_beams: int = 4, length_penalty: float = 1.0,
                 early_stopping: bool | str = False, stop_tokens: Sequence[int] = (), pad_id: int = 0,
-                cache_dtype: Any = None, source: Sequence[Sequence[int]] | None = None
+                cache_dtype: Any = None, source: Source = None
                 ) -> tuple[list[list[int]], list[float]]:
     """(each prompt's best hypothesis: new tokens, stop token included; its score).
 

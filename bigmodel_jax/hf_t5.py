@@ -103,13 +103,8 @@ def abstract_t5(cfg: ml_collections.ConfigDict) -> EncoderDecoder:
 
 def load_t5_dir(directory: str | Path, dtype: str = "float32") -> EncoderDecoder:
     """Our EncoderDecoder of a T5ForConditionalGeneration directory (config.json + model.safetensors)."""
-    directory = Path(directory)
-    hf_cfg, tensors = weights.read_hf_dir(directory)
-    try:
-        cfg = t5_config(hf_cfg, dtype)
-    except ValueError as e:
-        raise WeightsError(str(directory / "config.json"), str(e)) from None
-    return load_t5_tensors(abstract_t5(cfg), tensors, str(directory / "model.safetensors"))
+    cfg, tensors = weights.read_hf_model(directory, t5_config, dtype)
+    return load_t5_tensors(abstract_t5(cfg), tensors, str(Path(directory) / "model.safetensors"))
 
 
 def t5_params_from_dir(directory: str | Path) -> tuple[ml_collections.ConfigDict, dict]:

@@ -161,6 +161,18 @@ def read_hf_dir(directory: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     return hf_cfg, tensors
 
 
+def read_hf_model(directory: str | Path, to_config: Callable[[dict, str], Any], dtype: str = "float32"
+                  ) -> tuple[Any, dict[str, np.ndarray]]:
+    """(our model config, the tensors) of a `save_pretrained` directory: to_config(config.json, dtype)
+    refuses another architecture with a ValueError, raised here as config.json's WeightsError."""
+    directory = Path(directory)
+    hf_cfg, tensors = read_hf_dir(directory)
+    try:
+        return to_config(hf_cfg, dtype), tensors
+    except ValueError as e:
+        raise WeightsError(str(directory / "config.json"), str(e)) from None
+
+
 def write_hf_dir(directory: str | Path, tensors: dict[str, np.ndarray], hf_cfg: dict, tokenizer=None) -> Path:
     """Writes config.json + model.safetensors (+ the tokenizer's files) as `save_pretrained` does."""
     directory = Path(directory)
