@@ -8,7 +8,8 @@
 over 38 characters and CTC's blank; SpecAugment (2 bands of up to 15 channels, 2 spans of up to 5% of the
 utterance) in training. Utterances longer than 20 s are left out of every split.
 
-Expected: see the RESULTS line below (filled in from the measured run).
+Expected (seed 0, 2026-12-04; docs/speech.md): best validation CER 0.546 at step 1,750; test CER 0.569,
+WER 0.992 (nearest training utterance 0.822 / 0.980, a constant transcript 0.926 / 1.054); 38 min on 2 busy cores.
 """
 
 import ml_collections
