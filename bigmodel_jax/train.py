@@ -356,8 +356,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
             host_batch = next(data_iter)
             # batches padded to a bucket (tasks/ctc.py) say how many positions they ran: the throughput and
             # MFU count those, not every example at the longest length
-            work = (tokens_per_step, flops_per_step) if "positions" not in host_batch else step_work(
-                int(host_batch["positions"][0]))
+            work = (tokens_per_step, flops_per_step) if "padded_positions" not in host_batch else step_work(
+                int(host_batch["padded_positions"][0]))
             tokens_since, flops_since = tokens_since + work[0], flops_since + work[1]
             batch = sharding.put_batch(host_batch, mesh, per_device=cfg.parallel.mode == "pmap")
             params, opt_state, m = train_step(params, opt_state, batch, jnp.asarray(step, jnp.int32))

@@ -157,7 +157,7 @@ def test_bucketed_batches_cover_every_example_each_epoch_and_split_over_processe
     parts = [audio_batches.train_dataset(ex, 8, 3, sizes, 4, lambda n: n // 160, p, 2)[5] for p in range(2)]
     union = np.concatenate([p["audio"][:, 0] for p in parts])
     assert sorted(union.tolist()) == sorted(epoch[5]["audio"][:, 0].tolist())
-    assert all(p["positions"].tolist() == [p["audio"].shape[1] // 160] * 4 for p in parts)
+    assert all(p["padded_positions"].tolist() == [p["audio"].shape[1] // 160] * 4 for p in parts)
     evals = audio_batches.eval_batches(ex, 16, sizes, 4)
     idx = np.concatenate([b["index"][b["weight"] > 0] for b in evals])
     assert sorted(idx.tolist()) == list(range(100)) and sum(b["weight"].sum() for b in evals) == 100

@@ -74,7 +74,7 @@ class _LengthBatches:
         if epoch != self._epoch:
             self._epoch, self._order = epoch, self.epoch_order(epoch)
         batch = padded_batch([self.examples[k] for k in self._order[j]], self.bucket_sizes, self.label_len)
-        batch["positions"] = np.full(self.batch, self.positions(batch["audio"].shape[1]), np.int32)
+        batch["padded_positions"] = np.full(self.batch, self.positions(batch["audio"].shape[1]), np.int32)
         return batch
 
 
@@ -82,7 +82,7 @@ def train_dataset(examples: list[dict], global_batch: int, seed: int, bucket_siz
                   positions: Callable[[int], int], process_index: int = 0, process_count: int = 1
                   ) -> grain.MapDataset:
     """Endless MapDataset of this process's rows of each length-bucketed global batch. positions(samples):
-    the model's positions for a row of that many samples, which each batch carries as "positions" (the
+    the model's positions for a row of that many samples, which each batch carries as "padded_positions" (the
     trainer's throughput and MFU count them)."""
     if global_batch % process_count:
         raise ValueError(f"batch {global_batch} does not divide over {process_count} processes")

@@ -76,13 +76,13 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError("data.max_seconds", d.max_seconds,
                           f"at most {m.max_frames * m.conv_stride * m.hop / m.sample_rate:g} s: model.max_frames="
                           f"{m.max_frames} encoder positions of {m.conv_stride * m.hop} samples")
-    try:
-        asterisk.find_root(d.path)
-    except FileNotFoundError as e:
-        raise ConfigError("data.path", d.path, str(e)) from None
     if not (0 <= m.spec_augment.freq_width < m.num_mels and 0 <= m.spec_augment.time_ratio < 1):
         raise ConfigError("model.spec_augment", dict(m.spec_augment),
                           f"freq_width in [0, num_mels={m.num_mels}) and time_ratio in [0, 1)")
+    try:  # last: every other key is checked whether or not the prompts are fetched
+        asterisk.find_root(d.path)
+    except FileNotFoundError as e:
+        raise ConfigError("data.path", d.path, str(e)) from None
 
 
 def build_model(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> CTCRecognizer:
