@@ -251,3 +251,26 @@ def test_ctc_trains_on_the_prompts_and_reports_cer_and_wer(prompts, tmp_path):
     test = result.test_metrics
     assert set(test) == {"loss", "cer", "wer"} and np.isfinite(test["loss"])
     assert test["cer"] > 0.3 and test["wer"] > 0.5  # 30 steps of a 1-layer model: far from transcribing
+
+
+@pytest.mark.slow
+def test_a_ctc_run_resumes_exactly_across_an_epoch(prompts, tmp_path):
+    """The bucketed batches are a pure function of (seed, step): a run resumed from a checkpoint ends
+    where the unbroken run did, across the epoch boundary where a new permutation starts."""
+    import shutil
+
+    from bigmodel_jax import train
+    from bigmodel_jax.config import apply_overrides, load_config_file
+    from tests.conftest import ROOT
+
+    cfg = apply_overrides(load_config_file(str(ROOT / "configs" / "ctc_asterisk.py:tiny")), [
+        "compilation_cache_dir=", "data.max_seconds=1.0", "train.batch_size=16", "train.num_steps=12",
+        "train.log_every=1", "train.eval_every=12", "train.checkpoint_every=4", "train.keep_checkpoints=5"])
+    straight = train.train(cfg, tmp_path)
+    assert len(ctc.examples(cfg, asterisk.load(cfg.data.tfds_dir)["train"])[0]) // 16 < 12  # an epoch ends inside
+    for step in (8, 12):
+        shutil.rmtree(tmp_path / "checkpoints" / str(step))
+    shutil.rmtree(tmp_path / "best", ignore_errors=True)
+    resumed = train.train(cfg, tmp_path)
+    assert sorted(resumed.train_losses) == list(range(5, 13))
+    assert [resumed.train_losses[s] for s in range(5, 13)] == [straight.train_losses[s] for s in range(5, 13)]

@@ -54,7 +54,7 @@ class _LengthBatches:
         self.bucket_sizes, self.label_len, self.positions = bucket_sizes, label_len, positions
         self.per_epoch = len(examples) // batch  # the remainder waits for a later epoch's permutation
         self.lengths = np.array([len(e["audio"]) for e in examples])
-        self._epoch, self._order = -1, None
+        self._cached = (-1, [])  # (epoch, its batches): one attribute, so a reader never sees a mixed pair
 
     def epoch_order(self, epoch: int) -> list[np.ndarray]:
         """The epoch's batches as example indices."""
@@ -71,9 +71,9 @@ class _LengthBatches:
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         epoch, j = divmod(int(i), self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch, self._order = epoch, self.epoch_order(epoch)
-        batch = padded_batch([self.examples[k] for k in self._order[j]], self.bucket_sizes, self.label_len)
+        if self._cached[0] != epoch:
+            self._cached = (epoch, self.epoch_order(epoch))
+        batch = padded_batch([self.examples[k] for k in self._cached[1][j]], self.bucket_sizes, self.label_len)
         batch["padded_positions"] = np.full(self.batch, self.positions(batch["audio"].shape[1]), np.int32)
         return batch
 
