@@ -36,6 +36,37 @@ def flops_per_token(num_layers: int, width: int, seq_len: int, matmul_params: in
     return 6.0 * matmul_params + 12.0 * num_layers * seq_len * width
 
 
+class Throughput:
+    """Tokens/s and MFU over the steps since the last reading. A step counts the positions its batch
+    ran: a batch padded to a length bucket (tasks/ctc.py) says how many as "padded_positions", any
+    other batch runs tokens_per_example."""
+
+    def __init__(self, batch_size: int, num_layers: int, width: int, matmul_params: int, tokens_per_example: int,
+                 peak_flops: float):
+        self.batch_size, self.num_layers, self.width, self.matmul_params = batch_size, num_layers, width, matmul_params
+        self.default, self.peak = self.step_work(tokens_per_example), peak_flops
+        self.restart()
+
+    def step_work(self, seq_len: int) -> tuple[int, float]:
+        """(tokens, model FLOPs) of one step whose examples run seq_len positions."""
+        tokens = self.batch_size * seq_len
+        return tokens, tokens * flops_per_token(self.num_layers, self.width, seq_len, self.matmul_params)
+
+    def add(self, host_batch: dict) -> None:
+        positions = host_batch.get("padded_positions")
+        tokens, flops = self.default if positions is None else self.step_work(int(positions[0]))
+        self.tokens, self.flops = self.tokens + tokens, self.flops + flops
+
+    def restart(self) -> None:
+        """Counts from now (after an evaluation or a checkpoint: their time is not training time)."""
+        self.start, self.tokens, self.flops = time.perf_counter(), 0, 0.0
+
+    def read(self) -> tuple[float, float]:
+        """(tokens/s, MFU) since the last restart."""
+        dt = time.perf_counter() - self.start
+        return self.tokens / dt, self.flops / dt / self.peak
+
+
 def measure_matmul_peak(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
     """Best FLOP/s of an n x n matmul on the default device, inputs in dtype, f32 accumulation."""
     key = jax.random.PRNGKey(0)

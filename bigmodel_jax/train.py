@@ -274,14 +274,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
     log.info("model: %s params%s; train %s, validation %s", f"{n_params:,}", lora.trained_note(cfg, params),
              data.train_size, data.validation.size)
 
-    def step_work(seq_len: int) -> tuple[int, float]:
-        """(tokens, FLOPs) of one step whose examples run seq_len positions."""
-        tokens = cfg.train.batch_size * seq_len
-        return tokens, tokens * metrics_lib.flops_per_token(cfg.model.num_layers, cfg.model.width, seq_len,
-                                                            task.matmul_params(cfg))
-
-    tokens_per_step, flops_per_step = step_work(task.tokens_per_example(cfg))
-    peak = metrics_lib.peak_flops_per_device(cfg.model.dtype) * num_devices
+    throughput = metrics_lib.Throughput(
+        cfg.train.batch_size, cfg.model.num_layers, cfg.model.width, task.matmul_params(cfg),
+        task.tokens_per_example(cfg), metrics_lib.peak_flops_per_device(cfg.model.dtype) * num_devices)
     # rows after the checkpoint resumed from are dropped: the rerun logs those steps again, as an unbroken run did once
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main, from_step=result.step)
     if is_main:  # what experiments.report reads to tell runs apart (not config.json: that name marks a HF directory)
@@ -347,18 +342,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
         fault_injection.point("saving", step)
         fault_injection.point("saved", step, before=ckpt.wait)
 
-    t_last, step = time.perf_counter(), result.step
-    tokens_since, flops_since = 0, 0.0
+    step = result.step
+    throughput.restart()
     stop = StopRequest()
     try:
         stop.install()
         while step < cfg.train.num_steps:
             host_batch = next(data_iter)
-            # batches padded to a bucket (tasks/ctc.py) say how many positions they ran: the throughput and
-            # MFU count those, not every example at the longest length
-            work = (tokens_per_step, flops_per_step) if "padded_positions" not in host_batch else step_work(
-                int(host_batch["padded_positions"][0]))
-            tokens_since, flops_since = tokens_since + work[0], flops_since + work[1]
+            throughput.add(host_batch)
             batch = sharding.put_batch(host_batch, mesh, per_device=cfg.parallel.mode == "pmap")
             params, opt_state, m = train_step(params, opt_state, batch, jnp.asarray(step, jnp.int32))
             step += 1
@@ -366,9 +357,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
             if step % cfg.train.log_every == 0 or step == cfg.train.num_steps:
                 m = {k: float(v) for k, v in jax.device_get(m).items() if k != "weight"}
                 m["skipped_steps"] = check_finite(step)
-                dt = time.perf_counter() - t_last
-                m["tokens_per_s"] = tokens_since / dt
-                m["mfu"] = flops_since / dt / peak
+                m["tokens_per_s"], m["mfu"] = throughput.read()
                 if cfg.optim.get("dp_noise", 0.0) > 0 and data.train_examples:
                     m["epsilon"] = privacy.epsilon(step, cfg.train.batch_size / data.train_examples, cfg.optim.dp_noise,
                                                    cfg.optim.dp_delta or privacy.default_delta(data.train_examples))
@@ -380,18 +369,18 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | Path, progress: bool | 
                 elif is_main:
                     log.info("step %d  loss %.4f  %s tok/s  MFU %.1f%%", step, m["loss"],
                              f"{m['tokens_per_s']:,.0f}", 100 * m["mfu"])
-                t_last, tokens_since, flops_since = time.perf_counter(), 0, 0.0
+                throughput.restart()
             if step % cfg.train.eval_every == 0 or step == cfg.train.num_steps:
                 run_eval(step)
                 if cfg.train.patience and evals_since_best >= cfg.train.patience:
                     log.info("early stop at step %d: no better validation %s in %d evaluations",
                              step, result.metric, evals_since_best)
                     result.stopped_early = True
-                t_last, tokens_since, flops_since = time.perf_counter(), 0, 0.0  # eval time is not training time
+                throughput.restart()
             saved = step % cfg.train.checkpoint_every == 0 or step == cfg.train.num_steps or result.stopped_early
             if saved:
                 save(step)
-                t_last, tokens_since, flops_since = time.perf_counter(), 0, 0.0
+                throughput.restart()
             if stop.should_stop(step):
                 if not saved:
                     save(step)
