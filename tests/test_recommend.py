@@ -227,3 +227,35 @@ def test_training_on_movielens_reports_every_protocol_and_recommends_unseen_item
     assert not any(line.split(". ", 1)[1].rsplit("  (score", 1)[0] in seen_titles for line in listed)
     with pytest.raises(SystemExit, match="not in the run's data"):
         recommend.main(["--workdir", str(tmp_path / "run"), "--user", "nobody"])
+
+
+def test_recboles_copy_of_the_ratings_keeps_our_order_with_no_ties(ml100k, tmp_path):
+    """RecBole sorts timestamps as float32, so ratings a second apart tie and keep file order; the
+    file it reads instead (experiments/recbole_peer.py) holds ranks that give back our histories."""
+    from experiments import recbole_peer
+
+    data = tmp_path / "u.data"  # user 1's items 7 and 5 tie at t=100: file order decides, as in ours
+    data.write_text("1\t7\t3\t100\n1\t5\t3\t100\n1\t6\t3\t50\n2\t5\t4\t100\n2\t6\t4\t90\n2\t7\t4\t95\n")
+    hand = movielens.histories(tmp_path / "tfds", str(data))
+    assert [hand.items[i - 1] for i in hand.sequences[0]] == ["6", "7", "5"]
+    for h in (hand, ml100k):
+        folder = recbole_peer.write_ranked_inter(h, tmp_path / f"ranked{len(h.users)}") / recbole_peer.DATASET
+        again = movielens.histories(tmp_path / "tfds", str(folder / f"{recbole_peer.DATASET}.inter"))
+        assert again.users == h.users and again.items == h.items
+        for a, b, t in zip(again.sequences, h.sequences, again.times):
+            np.testing.assert_array_equal(a, b)
+            assert np.all(np.diff(t) > 0)  # no ties left to break
+        assert len(np.unique(np.concatenate(again.times))) == sum(len(s) for s in h.sequences)
+
+
+def test_the_recbole_peers_say_what_to_install_before_anything_trains(tmp_path):
+    pytest.importorskip("recbole")
+    from experiments import recbole_peer, recommenders
+    try:
+        recbole_peer.require()
+        pytest.skip("RecBole's dependencies are installed here")
+    except SystemExit:
+        pass
+    with pytest.raises(SystemExit, match="venv --system-site-packages .venv-recbole"):
+        recommenders.main(["--recbole", "--workdir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before any sweep started
