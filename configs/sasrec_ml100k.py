@@ -12,6 +12,8 @@ checkpoint by validation NDCG@10 (full ranking) is restored for the test split.
 Expected (3 seeds, 2026-12-04, `python -m experiments.recommenders`): test HR@10 / NDCG@10 0.204 / 0.107 by full
 ranking, 0.746 / 0.473 among 100 uniform negatives, 0.535 / 0.304 among 100 popular ones (popularity: 0.086 /
 0.044, 0.410 / 0.226, 0.141 / 0.075); early stopping ends it at 1,000-1,500 steps, 10-15 min on 2 cores.
+RecBole's own SASRec beside it (`--recbole --recbole-seeds 0`: one seed, 12 epochs, still improving): 0.191 /
+0.097, 0.717 / 0.444, 0.514 / 0.281.
 """
 
 import ml_collections
