@@ -65,10 +65,9 @@ def write_ranked_inter(h: movielens.Histories, root: Path) -> Path:
 def recbole_config(model: str, root: Path, seed: int, epochs: int):
     """RecBole's Config for model on the ranked file: leave-one-out by time, full ranking, its
     model defaults, cross-entropy over all items (no sampled training negatives)."""
-    import numpy as np_  # RecBole 1.2.1 still names numpy aliases that numpy 2 removed
-    for old, new in (("float_", np_.float64), ("complex_", np_.complex128), ("unicode_", np_.str_)):
-        if not hasattr(np_, old):
-            setattr(np_, old, new)
+    for old, new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+        if not hasattr(np, old):  # RecBole 1.2.1 still names numpy aliases that numpy 2 removed
+            setattr(np, old, new)
     from recbole.config import Config
     return Config(model=model, dataset=DATASET, config_dict={
         "data_path": str(root), "checkpoint_dir": str(root / "saved"), "use_gpu": False, "device": "cpu",
@@ -207,16 +206,21 @@ def require() -> None:
 
 def train_all(models: list[str], seeds: list[int], epochs: int, patience: int, workdir: Path, jobs: int,
               data: dict) -> dict:
-    """{model: [result per seed]}; finished runs (result.json "done") are read, not retrained."""
+    """{model: [result per seed]}; finished runs (result.json "done") are read, not retrained, and
+    one finished under other epochs or patience is refused rather than mixed in or overwritten."""
     require()
     todo, results = [], {m: [] for m in models}
     for m in models:
         for s in seeds:
-            done = workdir / m / f"seed{s}" / "result.json"
-            if done.exists() and json.loads(done.read_text()).get("status") == "done":
-                results[m].append(json.loads(done.read_text()))
-            else:
+            path = workdir / m / f"seed{s}" / "result.json"
+            done = json.loads(path.read_text()) if path.exists() else {}
+            if done.get("status") != "done":
                 todo.append((m, s))
+            elif (done["max_epochs"], done["patience"]) != (epochs, patience):
+                raise SystemExit(f"{path} ran with --recbole-epochs {done['max_epochs']} --recbole-patience "
+                                 f"{done['patience']}; pass those, or another --workdir for {epochs} and {patience}")
+            else:
+                results[m].append(done)
     if todo:
         import concurrent.futures
         import multiprocessing
