@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [m.strip() for m in args.models.split(",") if m.strip()]
     if unknown := [m for m in chosen if m not in MODELS]:
         p.error(f"unknown model(s) {unknown}; valid: {sorted(MODELS)}")
+    if args.recbole and min(args.recbole_epochs, args.recbole_patience) < 1:
+        p.error("--recbole-epochs and --recbole-patience must be at least 1")
     workdir = Path(args.workdir)
     if args.recbole:  # before any training: the peers' dependencies are not ours
         from experiments import recbole_peer

@@ -258,4 +258,7 @@ def test_the_recbole_peers_say_what_to_install_before_anything_trains(tmp_path):
         pass
     with pytest.raises(SystemExit, match="venv --system-site-packages .venv-recbole"):
         recommenders.main(["--recbole", "--workdir", str(tmp_path)])
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error (code 2), before any training
+        recommenders.main(["--recbole", "--recbole-epochs", "0", "--workdir", str(tmp_path)])
+    assert refused.value.code == 2
     assert not any(tmp_path.iterdir())  # refused before any sweep started
